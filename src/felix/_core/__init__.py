@@ -1,0 +1,1 @@
+"""The sans-IO core: events, validation, the workflow state machine. No trio."""

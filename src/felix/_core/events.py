@@ -1,0 +1,284 @@
+"""Event types, validation and encode-once framing. Sans-IO: no trio here.
+
+An event is validated once, given its envelope once and serialised once; the
+resulting :class:`Frame` (text plus its UTF-8 size) is the very object every
+subscriber's buffer holds, so fan-out never touches JSON again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+
+from felix._errors import EventTooLarge, InvalidEvent
+
+__all__ = [
+    "ENVELOPE_FIELDS",
+    "STATUSES",
+    "TERMINAL_STATUSES",
+    "WORKFLOW_EVENT_TYPES",
+    "Event",
+    "Frame",
+    "decode_json",
+    "encode",
+    "format_timestamp",
+    "make_frame",
+    "validate_broadcast",
+    "validate_event",
+]
+
+STATUSES: Final = ("pending", "running", "completed", "failed", "cancelled")
+TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
+WORKFLOW_EVENT_TYPES: Final = frozenset(
+    {"workflow_status", "agent_spawned", "agent_output", "synthesis", "error", "completed"}
+)
+ENVELOPE_FIELDS: Final = frozenset({"type", "workflow_id", "seq", "timestamp"})
+#: Types only the server sends; a producer may not publish or broadcast them.
+SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error"})
+TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(obj: Any) -> str:
+    """Compact JSON, UTF-8 kept as is, NaN and Infinity refused."""
+    return _encoder.encode(obj)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """RFC 3339 in UTC with microseconds and a ``Z``, as the contract shows."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@attrs.frozen(slots=True)
+class Frame:
+    """One encoded WebSocket text frame and what a buffer needs to know of it.
+
+    ``size`` is the UTF-8 length of ``text``, computed once, so byte budgets
+    cost nothing per subscriber.
+    """
+
+    type: str
+    text: str
+    size: int
+
+
+def make_frame(obj: dict[str, Any]) -> Frame:
+    """Encode a server-built message (``connected``, ``pong``, broadcasts)."""
+    text = encode(obj)
+    return Frame(type=obj["type"], text=text, size=len(text.encode()))
+
+
+@attrs.frozen(slots=True)
+class Event:
+    """A published workflow event with its envelope, as subscribers see it.
+
+    ``fields`` are the producer's own fields (never the envelope). ``frame``
+    is the single encoding shared by history and every subscriber.
+    """
+
+    type: str
+    workflow_id: str
+    seq: int
+    timestamp: str
+    fields: dict[str, Any]
+    frame: Frame
+
+    @classmethod
+    def build(
+        cls, event_type: str, workflow_id: str, seq: int, timestamp: str, fields: dict[str, Any]
+    ) -> Event:
+        """Give ``fields`` an envelope and encode the result exactly once."""
+        envelope = {"type": event_type, "workflow_id": workflow_id, "seq": seq, "timestamp": timestamp}
+        text = encode({**envelope, **fields})
+        return cls(
+            type=event_type,
+            workflow_id=workflow_id,
+            seq=seq,
+            timestamp=timestamp,
+            fields=fields,
+            frame=Frame(type=event_type, text=text, size=len(text.encode())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The event as the flat JSON object of the contract."""
+        return {
+            "type": self.type,
+            "workflow_id": self.workflow_id,
+            "seq": self.seq,
+            "timestamp": self.timestamp,
+            **self.fields,
+        }
+
+
+# --- parsing -----------------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise InvalidEvent(f"duplicate key {key!r} in JSON object")
+        result[key] = value
+    return result
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidEvent(f"{name} is not valid JSON")
+
+
+def decode_json(data: bytes | str) -> Any:
+    """Parse a request body strictly: UTF-8, no duplicate keys, no NaN/Infinity.
+
+    Raises :class:`InvalidEvent` (422) naming what is wrong.
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+    except json.JSONDecodeError as exc:
+        raise InvalidEvent(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise InvalidEvent("malformed JSON: nested too deeply") from None
+
+
+# --- validation --------------------------------------------------------------
+
+
+def _require(fields: dict[str, Any], name: str, event_type: str) -> Any:
+    if name not in fields:
+        raise InvalidEvent(f"{event_type}: field {name!r} is required")
+    return fields[name]
+
+
+def _string(fields: dict[str, Any], name: str, event_type: str, *, required: bool = True) -> None:
+    if not required and name not in fields:
+        return
+    value = _require(fields, name, event_type)
+    if not isinstance(value, str) or not value:
+        raise InvalidEvent(f"{event_type}: field {name!r} must be a non-empty string")
+
+
+def _number(
+    fields: dict[str, Any],
+    name: str,
+    event_type: str,
+    *,
+    required: bool = True,
+    unit: bool = False,
+) -> None:
+    if not required and name not in fields:
+        return
+    value = _require(fields, name, event_type)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidEvent(f"{event_type}: field {name!r} must be a number")
+    if unit and not 0 <= value <= 1:
+        raise InvalidEvent(f"{event_type}: field {name!r} must be between 0 and 1, got {value}")
+
+
+def _boolean(fields: dict[str, Any], name: str, event_type: str) -> None:
+    if name in fields and not isinstance(fields[name], bool):
+        raise InvalidEvent(f"{event_type}: field {name!r} must be true or false")
+
+
+def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
+    """Check one producer event against the contract's table of types.
+
+    Returns ``(type, fields)`` with the envelope stripped. Raises
+    :class:`InvalidEvent` naming the field and the rule it broke. Extra fields
+    are kept, as the contract says.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"an event must be a JSON object, got {_json_kind(obj)}")
+    event_type = obj.get("type")
+    if not isinstance(event_type, str):
+        raise InvalidEvent("field 'type' is required and must be a string")
+    if event_type not in WORKFLOW_EVENT_TYPES:
+        allowed = ", ".join(sorted(WORKFLOW_EVENT_TYPES))
+        raise InvalidEvent(f"field 'type': unknown event type {event_type!r}; one of {allowed}")
+    taken = sorted(ENVELOPE_FIELDS.intersection(obj) - {"type"})
+    if taken:
+        raise InvalidEvent(
+            f"{event_type}: field {taken[0]!r} is part of the envelope and set by the server"
+        )
+    fields = {key: value for key, value in obj.items() if key != "type"}
+    if event_type == "workflow_status":
+        status = _require(fields, "status", event_type)
+        if status not in STATUSES:
+            raise InvalidEvent(
+                f"workflow_status: field 'status' must be one of {', '.join(STATUSES)}, got {status!r}"
+            )
+    elif event_type == "agent_spawned":
+        _string(fields, "agent_id", event_type)
+        _string(fields, "agent_type", event_type)
+        _number(fields, "spawn_time", event_type)
+    elif event_type == "agent_output":
+        _string(fields, "agent_id", event_type)
+        if not isinstance(_require(fields, "content", event_type), str):
+            raise InvalidEvent("agent_output: field 'content' must be a string")
+        _number(fields, "confidence", event_type, unit=True)
+    elif event_type == "synthesis":
+        if not isinstance(_require(fields, "content", event_type), str):
+            raise InvalidEvent("synthesis: field 'content' must be a string")
+        _number(fields, "confidence", event_type, required=False, unit=True)
+        _boolean(fields, "final", event_type)
+        agents = fields.get("agents_synthesized")
+        if agents is not None and not (
+            isinstance(agents, int) and not isinstance(agents, bool) and agents >= 0
+        ) and not (isinstance(agents, list) and all(isinstance(a, str) for a in agents)):
+            raise InvalidEvent(
+                "synthesis: field 'agents_synthesized' must be a count or a list of agent ids"
+            )
+    elif event_type == "error":
+        if not isinstance(_require(fields, "message", event_type), str):
+            raise InvalidEvent("error: field 'message' must be a string")
+        _boolean(fields, "fatal", event_type)
+    return event_type, fields
+
+
+def validate_broadcast(obj: Any, now: datetime, max_bytes: int) -> Frame:
+    """Check a system broadcast and encode it once.
+
+    A broadcast has no ``seq`` and no ``workflow_id``; the server stamps its
+    ``timestamp``. Raises :class:`InvalidEvent` or :class:`EventTooLarge`.
+    """
+    if not isinstance(obj, dict):
+        raise InvalidEvent(f"a broadcast must be a JSON object, got {_json_kind(obj)}")
+    event_type = obj.get("type")
+    if not isinstance(event_type, str) or not TYPE_NAME.match(event_type):
+        raise InvalidEvent(
+            "field 'type' is required: a name of letters, digits and _.:- starting with a letter"
+        )
+    if event_type in WORKFLOW_EVENT_TYPES or event_type in SERVER_TYPES:
+        raise InvalidEvent(
+            f"field 'type': {event_type!r} is reserved; a broadcast uses any other name"
+        )
+    taken = sorted(ENVELOPE_FIELDS.intersection(obj) - {"type"})
+    if taken:
+        raise InvalidEvent(f"field {taken[0]!r} is set by the server and not allowed in a broadcast")
+    frame = make_frame({**obj, "timestamp": format_timestamp(now)})
+    if frame.size > max_bytes:
+        raise EventTooLarge(f"broadcast is {frame.size} bytes encoded; the limit is {max_bytes}")
+    return frame
+
+
+def _json_kind(obj: Any) -> str:
+    if obj is None:
+        return "null"
+    if isinstance(obj, bool):
+        return "a boolean"
+    if isinstance(obj, int | float):
+        return "a number"
+    if isinstance(obj, str):
+        return "a string"
+    if isinstance(obj, list):
+        return "an array"
+    return type(obj).__name__

@@ -1,0 +1,121 @@
+"""One error family for everything a Felix user can get wrong or run into.
+
+Each class carries the HTTP status (``http_status``), the contract's error code
+(``code``) and, where a WebSocket can end for that reason, the close code
+(``close_code``), so the web layer translates errors by looking them up rather
+than by a chain of ``isinstance`` checks — the way h11 attaches
+``error_status_hint`` to its protocol errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequest",
+    "CapacityError",
+    "EventTooLarge",
+    "FelixError",
+    "InvalidEvent",
+    "OriginNotAllowed",
+    "ShuttingDown",
+    "WorkflowConflict",
+    "WorkflowExists",
+    "WorkflowNotFound",
+]
+
+
+class FelixError(Exception):
+    """Base of every error Felix raises on purpose.
+
+    ``message`` is meant for humans and is safe to show to clients: it never
+    contains a credential. ``details`` holds extra JSON fields for the error
+    body (for example the ``index`` of the first bad event of a batch).
+    """
+
+    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's error body: ``{"error", "message"}`` plus any details."""
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class BadRequest(FelixError):
+    """A request or query parameter that cannot be understood (400)."""
+
+    http_status = 400
+    code = "bad_request"
+
+
+class AuthenticationError(FelixError):
+    """Missing or wrong credentials (401). Never says which of the two."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class OriginNotAllowed(FelixError):
+    """A browser handshake from an origin that is not allowed (403)."""
+
+    http_status = 403
+    code = "origin_not_allowed"
+
+
+class WorkflowNotFound(FelixError):
+    """No such workflow, or it has passed its retention period (404)."""
+
+    http_status = 404
+    code = "workflow_not_found"
+
+
+class WorkflowExists(FelixError):
+    """``create_workflow`` with an id that is already taken (409)."""
+
+    http_status = 409
+    code = "workflow_exists"
+
+
+class WorkflowConflict(FelixError):
+    """The workflow's state forbids the request: it is terminal, or the
+    status transition is not allowed (409)."""
+
+    http_status = 409
+    code = "workflow_conflict"
+
+
+class EventTooLarge(FelixError):
+    """An event, batch or request body over its configured limit (413)."""
+
+    http_status = 413
+    code = "too_large"
+
+
+class InvalidEvent(FelixError):
+    """An event or request body that breaks the contract (422).
+
+    The message names the field and the rule it broke.
+    """
+
+    http_status = 422
+    code = "invalid"
+
+
+class CapacityError(FelixError):
+    """A configured limit on workflows or connections is reached (503)."""
+
+    http_status = 503
+    code = "over_capacity"
+
+
+class ShuttingDown(FelixError):
+    """The server is shutting down and takes no new work (503)."""
+
+    http_status = 503
+    code = "shutting_down"

@@ -1,0 +1,427 @@
+"""The hub: the registry of workflow actors and the seed's ConnectionManager API.
+
+:func:`open_hub` owns a nursery in which every workflow actor runs; leaving its
+block ends them all. The hub itself keeps only registries (actors by id,
+subscriptions by connection id, the system stream's subscribers) which it
+changes synchronously, so it needs no lock either.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+import trio
+
+from felix._actor import PublishResult, WorkflowActor
+from felix._core.events import (
+    STATUSES,
+    Event,
+    Frame,
+    encode,
+    format_timestamp,
+    make_frame,
+    validate_broadcast,
+    validate_event,
+)
+from felix._core.workflow import WorkflowState
+from felix._errors import (
+    CapacityError,
+    EventTooLarge,
+    FelixError,
+    InvalidEvent,
+    ShuttingDown,
+    WorkflowConflict,
+    WorkflowExists,
+    WorkflowNotFound,
+)
+from felix._subscription import CLOSE_GOING_AWAY, ConnectionInfo, Subscription
+from felix.settings import Settings
+
+__all__ = ["Hub", "Workflow", "open_hub"]
+
+WORKFLOW_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _now() -> str:
+    return format_timestamp(datetime.now(UTC))
+
+
+def check_workflow_id(workflow_id: Any) -> str:
+    """Return ``workflow_id`` if it matches the contract's pattern, else 422."""
+    if not isinstance(workflow_id, str) or not WORKFLOW_ID.match(workflow_id):
+        raise InvalidEvent(
+            "field 'workflow_id' must match ^[A-Za-z0-9_-]{1,64}$ "
+            "(letters, digits, _ and -, at most 64)"
+        )
+    return workflow_id
+
+
+@attrs.frozen
+class Workflow:
+    """A snapshot of a workflow as the REST API shows it."""
+
+    workflow_id: str
+    status: str
+    task: str | None
+    metadata: dict[str, Any]
+    created_at: str
+    updated_at: str
+    last_seq: int
+    subscribers: int
+    agents: list[dict[str, Any]]
+    synthesis: dict[str, Any] | None
+    result: Any
+    error: dict[str, Any] | None
+
+    def to_json(self) -> dict[str, Any]:
+        """The contract's workflow object."""
+        return attrs.asdict(self, recurse=False)
+
+
+@attrs.define(eq=False)
+class Hub:
+    """Creates workflows, routes events to their actors, hands out streams.
+
+    Get one from :func:`open_hub`. All methods must be called from the Trio
+    run that opened the hub.
+    """
+
+    settings: Settings
+    _nursery: trio.Nursery
+    _actors: dict[str, WorkflowActor] = attrs.field(factory=dict, init=False)
+    _connections: dict[str, Subscription] = attrs.field(factory=dict, init=False)
+    _system: set[Subscription] = attrs.field(factory=set, init=False)
+    _accepting: bool = attrs.field(default=True, init=False)
+    _connections_gone: trio.Event = attrs.field(factory=trio.Event, init=False)
+
+    # --- workflows ---------------------------------------------------------------
+
+    async def create_workflow(
+        self,
+        workflow_id: str | None = None,
+        task: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Workflow:
+        """Create a pending workflow and start its actor in the hub's nursery.
+
+        Raises :class:`WorkflowExists` (409) for a taken id,
+        :class:`InvalidEvent` (422) for a bad id, task or metadata,
+        :class:`EventTooLarge` (413) when task and metadata exceed the event
+        size limit, :class:`CapacityError` (503) at ``max_workflows``.
+        """
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down")
+        if workflow_id is None:
+            workflow_id = f"wf_{secrets.token_hex(6)}"
+        check_workflow_id(workflow_id)
+        if task is not None and not isinstance(task, str):
+            raise InvalidEvent("field 'task' must be a string or null")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise InvalidEvent("field 'metadata' must be a JSON object")
+        size = len(encode({"task": task, "metadata": metadata}).encode())
+        if size > self.settings.max_event_bytes:
+            raise EventTooLarge(
+                f"task and metadata are {size} bytes encoded; the limit is "
+                f"{self.settings.max_event_bytes}"
+            )
+        if workflow_id in self._actors:
+            raise WorkflowExists(f"workflow {workflow_id} already exists")
+        if len(self._actors) >= self.settings.max_workflows:
+            raise CapacityError(
+                f"the server holds {self.settings.max_workflows} workflows, the limit; "
+                "finished ones are forgotten after their retention period"
+            )
+        settings = self.settings
+        actor = WorkflowActor(
+            state=WorkflowState(
+                workflow_id=workflow_id,
+                created_at=_now(),
+                task=task,
+                metadata=metadata,
+                history_size=settings.history_size,
+                max_event_bytes=settings.max_event_bytes,
+                max_agents=settings.max_agents_per_workflow,
+            ),
+            retention_seconds=settings.retention_seconds,
+            publish_timeout=settings.publish_timeout,
+            max_subscribers=settings.max_connections_per_workflow,
+            on_frame=self._to_system,
+            on_exit=self._forget,
+            inbox_size=settings.inbox_size,
+        )
+        # Registered before the await so a concurrent create of the same id
+        # sees it taken.
+        self._actors[workflow_id] = actor
+        await self._nursery.start(actor.run)
+        return self._snapshot(actor)
+
+    def _forget(self, actor: WorkflowActor) -> None:
+        if self._actors.get(actor.workflow_id) is actor:
+            del self._actors[actor.workflow_id]
+
+    def _actor(self, workflow_id: str) -> WorkflowActor:
+        try:
+            return self._actors[workflow_id]
+        except KeyError:
+            raise WorkflowNotFound(f"workflow {workflow_id} not found") from None
+
+    def _snapshot(self, actor: WorkflowActor) -> Workflow:
+        return Workflow(**actor.view())
+
+    def get(self, workflow_id: str) -> Workflow:
+        """The workflow's current state. Raises :class:`WorkflowNotFound`."""
+        return self._snapshot(self._actor(workflow_id))
+
+    def list(
+        self, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[list[Workflow], int]:
+        """Workflows in creation order, optionally of one status.
+
+        Returns one page and the total that matched.
+        """
+        if status is not None and status not in STATUSES:
+            raise InvalidEvent(f"status must be one of {', '.join(STATUSES)}")
+        actors: Iterable[WorkflowActor] = self._actors.values()
+        if status is not None:
+            actors = [actor for actor in actors if actor.state.status == status]
+        else:
+            actors = list(actors)
+        page = [self._snapshot(actor) for actor in actors[offset : offset + limit]]
+        return page, len(actors)
+
+    def events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Retained events with ``seq > after``, oldest first, at most ``limit``."""
+        return self._actor(workflow_id).state.events_after(after, limit)
+
+    def actor_statistics(self) -> list[dict[str, Any]]:
+        """Per-actor inbox and subscriber figures, for operators."""
+        return [actor.statistics() for actor in self._actors.values()]
+
+    # --- publishing ----------------------------------------------------------
+
+    async def publish(self, workflow_id: str, events: list[Any]) -> PublishResult:
+        """Validate a batch whole, then apply it all or not at all.
+
+        Raises :class:`InvalidEvent` (422) with the ``index`` of the first bad
+        event, :class:`EventTooLarge` (413), :class:`WorkflowNotFound` (404),
+        :class:`WorkflowConflict` (409) for a terminal workflow, and
+        :class:`CapacityError` (503) when the workflow's inbox stays full.
+        """
+        actor = self._actor(workflow_id)
+        if len(events) > self.settings.max_batch_events:
+            raise EventTooLarge(
+                f"batch has {len(events)} events; the limit is {self.settings.max_batch_events}"
+            )
+        batch = []
+        for index, event in enumerate(events):
+            try:
+                batch.append(validate_event(event))
+            except FelixError as error:
+                error.details["index"] = index
+                raise
+        if actor.state.terminal:
+            raise WorkflowConflict(
+                f"workflow {workflow_id} is {actor.state.status}; it takes no more events",
+                index=0,
+            )
+        return await actor.publish(batch)
+
+    async def send_workflow_event(
+        self, workflow_id: str, event_type: str, data: dict[str, Any] | None = None
+    ) -> Event:
+        """Publish one event of ``event_type`` with ``data`` as its fields.
+
+        The seed's helper of the same name; see :meth:`publish` for errors.
+        """
+        result = await self.publish(workflow_id, [{"type": event_type, **(data or {})}])
+        return result.events[0]
+
+    async def broadcast_to_workflow(self, workflow_id: str, event: dict[str, Any]) -> Event:
+        """Publish ``event`` (a dict with its ``type``) to one workflow.
+
+        The seed's ``ConnectionManager.broadcast_to_workflow``: in Felix the
+        event gets a ``seq``, enters the history and reaches every subscriber.
+        """
+        result = await self.publish(workflow_id, [event])
+        return result.events[0]
+
+    async def broadcast_to_all(self, event: dict[str, Any]) -> int:
+        """Send a system event (no ``seq``, no ``workflow_id``) to every connection.
+
+        Returns how many connections it was queued for. Raises
+        :class:`InvalidEvent` for a workflow type or a malformed event.
+        """
+        frame = validate_broadcast(event, datetime.now(UTC), self.settings.max_event_bytes)
+        delivered = 0
+        for subscription in list(self._connections.values()):
+            if subscription.wants(frame.type) and subscription.offer(frame):
+                delivered += 1
+        return delivered
+
+    async def cancel(self, workflow_id: str) -> Event:
+        """Cancel a workflow: publishes ``workflow_status`` cancelled.
+
+        Raises :class:`WorkflowNotFound` and, if it already ended,
+        :class:`WorkflowConflict`.
+        """
+        return await self.send_workflow_event(workflow_id, "workflow_status", {"status": "cancelled"})
+
+    def _to_system(self, frame: Frame) -> None:
+        if not self._system:
+            return
+        dropped = [sub for sub in self._system if not sub.offer(frame)]
+        self._system.difference_update(dropped)
+
+    # --- subscribing ---------------------------------------------------------
+
+    def _new_subscription(
+        self, workflow_id: str | None, types: frozenset[str] | None, remote: str | None
+    ) -> Subscription:
+        if not self._accepting:
+            raise ShuttingDown("the server is shutting down")
+        if len(self._connections) >= self.settings.max_connections:
+            raise CapacityError(
+                f"the server has {self.settings.max_connections} connections, the limit"
+            )
+        subscription = Subscription(
+            connection_id=f"conn_{secrets.token_hex(6)}",
+            workflow_id=workflow_id,
+            connected_at=_now(),
+            types=types,
+            remote=remote,
+            max_bytes=self.settings.subscriber_buffer_bytes,
+            max_frames=self.settings.subscriber_buffer_frames,
+        )
+        self._connections[subscription.connection_id] = subscription
+        return subscription
+
+    def _drop_subscription(self, subscription: Subscription) -> None:
+        subscription.detach()
+        self._connections.pop(subscription.connection_id, None)
+        if not self._connections:
+            self._connections_gone.set()
+
+    @asynccontextmanager
+    async def subscribe(
+        self,
+        workflow_id: str,
+        *,
+        after: int | None = None,
+        types: Iterable[str] | None = None,
+        remote: str | None = None,
+    ) -> AsyncIterator[Subscription]:
+        """Open a stream of one workflow's encoded events.
+
+        The subscription first holds ``connected``, then the retained events
+        with ``seq > after`` (if ``after`` is given), then live events. It
+        ends after the workflow's terminal event, at shutdown, or with 4008
+        when its buffer overflows. Leaving the block unregisters it at once.
+
+        Raises :class:`WorkflowNotFound`, :class:`CapacityError` and
+        :class:`ShuttingDown` before yielding.
+        """
+        actor = self._actor(workflow_id)
+        subscription = self._new_subscription(
+            workflow_id, frozenset(types) if types is not None else None, remote
+        )
+        try:
+            await actor.subscribe(subscription, after)
+            yield subscription
+        finally:
+            self._drop_subscription(subscription)
+            actor.unsubscribe_nowait(subscription)
+
+    @asynccontextmanager
+    async def subscribe_system(
+        self, *, types: Iterable[str] | None = None, remote: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        """Open the system stream: every workflow's events plus broadcasts.
+
+        Its ``connected`` frame has ``workflow_id: null`` and no status.
+        """
+        subscription = self._new_subscription(
+            None, frozenset(types) if types is not None else None, remote
+        )
+        try:
+            subscription.preload(
+                [
+                    make_frame(
+                        {
+                            "type": "connected",
+                            "workflow_id": None,
+                            "timestamp": _now(),
+                            "connection_id": subscription.connection_id,
+                        }
+                    )
+                ]
+            )
+            self._system.add(subscription)
+            yield subscription
+        finally:
+            self._system.discard(subscription)
+            self._drop_subscription(subscription)
+
+    def connections(self) -> list[ConnectionInfo]:
+        """Every open connection with its metadata, oldest first."""
+        return [subscription.info() for subscription in self._connections.values()]
+
+    def connection_count(self, workflow_id: str | None = None) -> int:
+        """Open connections, in total or of one workflow."""
+        if workflow_id is None:
+            return len(self._connections)
+        return sum(1 for sub in self._connections.values() if sub.workflow_id == workflow_id)
+
+    # --- shutdown ------------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        """False once :meth:`shutdown` has begun."""
+        return self._accepting
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Refuse new work, let every connection drain, close them with 1001.
+
+        Each subscription is asked to finish after sending what it holds;
+        those still open after ``grace`` seconds (default
+        ``settings.shutdown_grace``) are closed at once. Idempotent.
+        """
+        self._accepting = False
+        for subscription in self._connections.values():
+            subscription.finish(CLOSE_GOING_AWAY, "server shutting down")
+        if not self._connections:
+            return
+        self._connections_gone = trio.Event()
+        with trio.move_on_after(self.settings.shutdown_grace if grace is None else grace):
+            await self._connections_gone.wait()
+        for subscription in self._connections.values():
+            subscription.kick(CLOSE_GOING_AWAY, "server shutting down")
+
+
+@asynccontextmanager
+async def open_hub(settings: Settings | None = None) -> AsyncIterator[Hub]:
+    """Open a hub whose workflow actors live in a nursery of this block.
+
+    Leaving the block cancels every actor; subscriptions still open then end
+    with 1001. Usable from any Trio program, with or without the web layer::
+
+        async with felix.open_hub() as hub:
+            wf = await hub.create_workflow(task="summarise")
+            await hub.send_workflow_event(wf.workflow_id, "workflow_status", {"status": "running"})
+    """
+    async with trio.open_nursery() as nursery:
+        hub = Hub(settings or Settings(), nursery)
+        try:
+            yield hub
+        finally:
+            hub._accepting = False
+            for subscription in list(hub._connections.values()):
+                subscription.kick(CLOSE_GOING_AWAY, "server shutting down")
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,178 @@
+"""One subscriber: a bounded outgoing buffer, a type filter and its end.
+
+The workflow actor (and the hub, for broadcasts) put frames in with the
+non-blocking :meth:`Subscription.offer`; the connection's writer takes them out
+in batches with :meth:`Subscription.receive_batch`. A buffer that would grow
+past its byte or frame limit is emptied at once and the subscription ends with
+close code 4008, so a slow reader costs bounded memory and never slows the
+actor or the other subscribers (starbelly's resource monitor evicts on
+``WouldBlock`` the same way).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncIterator
+from typing import Final
+
+import attrs
+import trio
+
+from felix._core.events import Frame
+
+__all__ = ["CLOSE_SLOW_CONSUMER", "ConnectionInfo", "Subscription"]
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_SLOW_CONSUMER: Final = 4008
+#: Frames the writer takes in one go; bounds the work between checkpoints.
+BATCH_LIMIT: Final = 256
+
+
+@attrs.frozen
+class ConnectionInfo:
+    """What ``GET /api/v1/connections`` shows of one connection."""
+
+    connection_id: str
+    workflow_id: str | None
+    remote: str | None
+    connected_at: str
+    messages_sent: int
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """A connection's view of a stream: frames to send, then a close code.
+
+    Created by :meth:`felix.Hub.subscribe`; iterate it (``async for text in
+    sub``) to get encoded JSON texts. When iteration ends, :attr:`close_code`
+    and :attr:`close_reason` say why (1000 workflow finished, 1001 shutdown,
+    4008 slow consumer).
+    """
+
+    connection_id: str
+    workflow_id: str | None
+    connected_at: str
+    types: frozenset[str] | None = None
+    remote: str | None = None
+    max_bytes: int = 1024 * 1024
+    max_frames: int = 10_000
+    #: Frames handed to the writer so far (the contract's ``messages_sent``).
+    messages_sent: int = 0
+    close_code: int | None = None
+    close_reason: str = ""
+    _replay: deque[Frame] = attrs.field(factory=deque, init=False)
+    _queue: deque[Frame] = attrs.field(factory=deque, init=False)
+    _queued_bytes: int = attrs.field(default=0, init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+    _detached: bool = attrs.field(default=False, init=False)
+    _lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+
+    @property
+    def active(self) -> bool:
+        """False once the subscription is closing, kicked or detached."""
+        return not (self._closing or self._detached)
+
+    def info(self) -> ConnectionInfo:
+        """A snapshot for the connections listing."""
+        return ConnectionInfo(
+            connection_id=self.connection_id,
+            workflow_id=self.workflow_id,
+            remote=self.remote,
+            connected_at=self.connected_at,
+            messages_sent=self.messages_sent,
+        )
+
+    # --- producer side (never blocks) ---------------------------------------
+
+    def preload(self, frames: list[Frame]) -> None:
+        """Queue the ``connected`` frame and a replay ahead of live frames.
+
+        Replayed frames are the history's own objects, so they are not counted
+        against the byte budget: holding them costs a reference each, and
+        their number is bounded by the history length.
+        """
+        self._replay.extend(frame for frame in frames if self.wants(frame.type))
+        self._lot.unpark_all()
+
+    def wants(self, frame_type: str) -> bool:
+        """Whether this subscriber's ``types=`` filter lets a frame through."""
+        return self.types is None or frame_type in self.types
+
+    def offer(self, frame: Frame, *, control: bool = False) -> bool:
+        """Queue a frame without waiting; ``control`` frames skip the filter.
+
+        Returns False when the subscription no longer takes frames (it ended,
+        or this frame overflowed its buffer and ended it with 4008), so the
+        caller can forget it.
+        """
+        if not self.active:
+            return False
+        if not control and not self.wants(frame.type):
+            return True
+        if len(self._queue) >= self.max_frames or self._queued_bytes + frame.size > self.max_bytes:
+            self.kick(CLOSE_SLOW_CONSUMER, "slow consumer")
+            return False
+        self._queue.append(frame)
+        self._queued_bytes += frame.size
+        self._lot.unpark_all()
+        return True
+
+    def finish(self, code: int, reason: str) -> None:
+        """End the stream after what is queued has been sent."""
+        if self.active:
+            self.close_code, self.close_reason = code, reason
+            self._closing = True
+            self._lot.unpark_all()
+
+    def kick(self, code: int, reason: str) -> None:
+        """End the stream now, dropping what is queued (frees the buffer)."""
+        if self._detached:
+            return
+        self._replay.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self.close_code, self.close_reason = code, reason
+        self._closing = True
+        self._lot.unpark_all()
+
+    def detach(self) -> None:
+        """Mark the subscription gone; producers drop it at their next offer."""
+        self._detached = True
+        self._replay.clear()
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._lot.unpark_all()
+
+    # --- consumer side ------------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of live frames waiting to be sent."""
+        return self._queued_bytes
+
+    async def receive_batch(self) -> list[Frame]:
+        """Wait for frames and take up to :data:`BATCH_LIMIT` of them.
+
+        Returns an empty list when the stream has ended; :attr:`close_code`
+        then says why.
+        """
+        while True:
+            if self._replay:
+                batch = [self._replay.popleft() for _ in range(min(len(self._replay), BATCH_LIMIT))]
+                self.messages_sent += len(batch)
+                return batch
+            if self._queue:
+                count = min(len(self._queue), BATCH_LIMIT)
+                batch = [self._queue.popleft() for _ in range(count)]
+                self._queued_bytes -= sum(frame.size for frame in batch)
+                self.messages_sent += count
+                return batch
+            if self._closing or self._detached:
+                return []
+            await self._lot.park()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        while batch := await self.receive_batch():
+            for frame in batch:
+                yield frame.text

@@ -1,0 +1,89 @@
+"""The ``felix`` command: ``felix serve`` and ``felix demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from felix._hub import open_hub
+from felix.settings import Settings, SettingsError
+from felix.web import serve
+
+__all__ = ["main"]
+
+logger = logging.getLogger("felix")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def run_server(settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down gracefully.
+
+    Open WebSockets drain for up to ``settings.shutdown_grace`` seconds and
+    are closed with 1001; the function then returns.
+    """
+    if settings.dev_mode:
+        logger.warning(
+            "FELIX_API_KEY is not set: the server runs open (development mode); "
+            "anyone who can reach it can read and publish"
+        )
+    # The receiver is installed before the port opens, so a signal that
+    # arrives as soon as the server answers is already ours.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+
+        async def wait_for_signal() -> None:
+            async for signum in signals:
+                logger.info("%s received: shutting down", signal.Signals(signum).name)
+                return
+
+        async with open_hub(settings) as hub:
+            await serve(hub, settings, shutdown_trigger=wait_for_signal)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``felix`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="felix", description="Real-time event streams for multi-agent workflows."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_parser = commands.add_parser(
+        "serve", help="run the server (settings from FELIX_* variables)"
+    )
+    serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    demo_parser = commands.add_parser(
+        "demo", help="run a simulated multi-agent workflow against an embedded server"
+    )
+    demo_parser.add_argument(
+        "--delay", type=float, default=0.15, help="seconds between published events"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            settings = Settings.from_env(host=args.host, port=args.port)
+        else:
+            settings = Settings.from_env(host="127.0.0.1", port=0, api_keys=())
+    except SettingsError as error:
+        parser.error(str(error))
+    _configure_logging(settings.log_level if args.command == "serve" else "WARNING")
+    if args.command == "serve":
+        trio.run(run_server, settings)
+        return 0
+    from felix.demo import run_demo
+
+    return trio.run(run_demo, settings, args.delay)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

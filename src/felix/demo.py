@@ -1,0 +1,133 @@
+"""``felix demo``: the whole pipeline in one command.
+
+Starts an embedded server on a free port, watches a new workflow over a real
+WebSocket, drives a simulated multi-agent run through the REST API, and prints
+each frame the watcher receives as it arrives.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import httpx
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from felix._hub import open_hub
+from felix.settings import Settings
+from felix.web import serve
+
+__all__ = ["demo_events", "run_demo"]
+
+AGENTS = [
+    ("research-1", "research", "Found three prior studies on retrieval-augmented planning.", 0.82),
+    ("critic-1", "critic", "Study two has a small sample; weigh it less.", 0.74),
+    ("analyst-1", "analysis", "Planning with retrieval cuts failed steps by about a third.", 0.88),
+    ("writer-1", "writer", "Drafted a one-page summary for the team.", 0.91),
+]
+
+
+def helix_spawn_time(index: int, count: int) -> float:
+    """Spawn times along a helix wound once around 0..1: dense at the ends."""
+    if count == 1:
+        return 0.0
+    return round((1 - math.cos(math.pi * index / (count - 1))) / 2, 3)
+
+
+def demo_events() -> list[dict[str, Any]]:
+    """The events of the simulated run, in the order they are published."""
+    events: list[dict[str, Any]] = [{"type": "workflow_status", "status": "running"}]
+    for index, (agent_id, agent_type, _, _) in enumerate(AGENTS):
+        events.append(
+            {
+                "type": "agent_spawned",
+                "agent_id": agent_id,
+                "agent_type": agent_type,
+                "spawn_time": helix_spawn_time(index, len(AGENTS)),
+            }
+        )
+    for agent_id, _, content, confidence in AGENTS:
+        events.append(
+            {"type": "agent_output", "agent_id": agent_id, "content": content, "confidence": confidence}
+        )
+    events.append(
+        {
+            "type": "synthesis",
+            "content": "Retrieval-augmented planning is worth adopting; start with the analyst's setup.",
+            "confidence": 0.86,
+            "agents_synthesized": len(AGENTS),
+            "final": True,
+        }
+    )
+    events.append({"type": "completed", "result": {"recommendation": "adopt", "agents": len(AGENTS)}})
+    return events
+
+
+def describe(event: dict[str, Any]) -> str:
+    """One human line for a frame a watcher received."""
+    kind = event.get("type")
+    seq = f"#{event['seq']:<3}" if "seq" in event else "    "
+    if kind == "connected":
+        detail = f"status={event.get('status')} last_seq={event.get('last_seq')}"
+    elif kind == "workflow_status":
+        detail = f"status -> {event['status']}"
+    elif kind == "agent_spawned":
+        detail = f"{event['agent_id']} ({event['agent_type']}) spawned at t={event['spawn_time']}"
+    elif kind == "agent_output":
+        bar = "#" * round(event["confidence"] * 10)
+        detail = f"{event['agent_id']} [{bar:<10}] {event['confidence']:.2f}  {event['content']}"
+    elif kind == "synthesis":
+        detail = f"{event['content']} (confidence {event.get('confidence')})"
+    elif kind == "completed":
+        detail = f"result {json.dumps(event.get('result'))}"
+    else:
+        detail = json.dumps(event)
+    return f"  {seq} {kind:<16} {detail}"
+
+
+async def run_demo(settings: Settings, delay: float = 0.15) -> int:
+    """Run the demo; returns the process exit status (0 on success)."""
+    async with open_hub(settings) as hub, trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, hub, settings)
+        base = binds[0]
+        print(f"Felix is serving on {base} (embedded, in memory)")
+        async with httpx.AsyncClient(base_url=base) as client:
+            response = await client.post(
+                "/api/v1/workflows", json={"task": "Should we adopt retrieval-augmented planning?"}
+            )
+            response.raise_for_status()
+            workflow_id = response.json()["workflow_id"]
+            print(f"Created workflow {workflow_id}; a WebSocket client is watching it:\n")
+            ws_url = base.replace("http://", "ws://") + f"/api/v1/ws/workflows/{workflow_id}"
+            watched = trio.Event()
+            received: list[dict[str, Any]] = []
+
+            async def watch() -> None:
+                async with open_websocket_url(ws_url) as ws:
+                    watched.set()
+                    try:
+                        while True:
+                            event = json.loads(await ws.get_message())
+                            received.append(event)
+                            print(describe(event), flush=True)
+                    except ConnectionClosed as closed:
+                        reason = closed.reason
+                        print(f"\n  connection closed: {reason.code} {reason.reason}")
+
+            async with trio.open_nursery() as watchers:
+                watchers.start_soon(watch)
+                await watched.wait()
+                for event in demo_events():
+                    await trio.sleep(delay)
+                    answer = await client.post(f"/api/v1/workflows/{workflow_id}/events", json=event)
+                    answer.raise_for_status()
+            final = (await client.get(f"/api/v1/workflows/{workflow_id}")).json()
+        print(
+            f"\nREST view: status={final['status']} agents={len(final['agents'])} "
+            f"last_seq={final['last_seq']}"
+        )
+        nursery.cancel_scope.cancel()
+    expected = len(demo_events()) + 1
+    return 0 if len(received) == expected else 1

@@ -1,0 +1,217 @@
+"""Every ``FELIX_*`` setting, in one attrs class.
+
+``Settings()`` gives the defaults; :meth:`Settings.from_env` reads the
+environment. ``docs/reference/configuration.md`` is generated from the same
+table (:data:`ENVIRONMENT`), and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A ``FELIX_*`` variable that cannot be parsed; the message names it."""
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise SettingsError(f"{attribute.name} must be positive, got {value}")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Server settings. Every limit here bounds a buffer, a map or a wait."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: Accepted API keys; empty means development mode (no authentication).
+    api_keys: tuple[str, ...] = ()
+    #: Events kept per workflow for replay; the oldest is dropped beyond it.
+    history_size: int = attrs.field(default=1000, validator=_positive)
+    #: Seconds a finished workflow stays readable before it is forgotten.
+    retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
+    #: Workflows held at once (finished ones count until forgotten); 503 beyond.
+    max_workflows: int = attrs.field(default=10_000, validator=_positive)
+    #: Agents tracked per workflow in its derived state; 422 beyond.
+    max_agents_per_workflow: int = attrs.field(default=1000, validator=_positive)
+    #: Largest event, encoded with its envelope, in bytes; 413 beyond.
+    max_event_bytes: int = attrs.field(default=64 * KIB, validator=_positive)
+    #: Most events in one batch; 413 beyond.
+    max_batch_events: int = attrs.field(default=1000, validator=_positive)
+    #: Largest REST request body in bytes; 413 beyond.
+    max_body_bytes: int = attrs.field(default=1 * MIB, validator=_positive)
+    #: Largest message a WebSocket client may send, in bytes; close 1009 beyond.
+    max_client_frame_bytes: int = attrs.field(default=64 * KIB, validator=_positive)
+    #: Bytes queued for one subscriber before it is closed with 4008.
+    subscriber_buffer_bytes: int = attrs.field(default=1 * MIB, validator=_positive)
+    #: Frames queued for one subscriber before it is closed with 4008.
+    subscriber_buffer_frames: int = attrs.field(default=10_000, validator=_positive)
+    #: Commands waiting in one workflow actor's inbox before publishers wait.
+    inbox_size: int = attrs.field(default=256, validator=_positive)
+    #: Seconds a publish waits for room in a full inbox before 503.
+    publish_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Open WebSocket connections in total; 503 at the handshake beyond.
+    max_connections: int = attrs.field(default=10_000, validator=_positive)
+    #: Open WebSocket connections per workflow; 503 at the handshake beyond.
+    max_connections_per_workflow: int = attrs.field(default=1000, validator=_positive)
+    #: Seconds between server pings on each WebSocket.
+    ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    #: Seconds open connections get to drain before shutdown closes them.
+    shutdown_grace: float = attrs.field(default=5.0, validator=_positive)
+    #: Seconds an idle keep-alive HTTP connection stays open.
+    keep_alive_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Logging level name for Felix and Hypercorn.
+    log_level: str = "INFO"
+    #: Write Hypercorn's access log (redacted) to standard output.
+    access_log: bool = False
+
+    @property
+    def dev_mode(self) -> bool:
+        """True when no API key is configured and the server runs open."""
+        return not self.api_keys
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``FELIX_*`` variables; ``overrides`` (e.g. CLI flags) win.
+
+        Raises :class:`SettingsError` naming the variable that cannot be parsed.
+        """
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (variable, kind, _doc) in ENVIRONMENT.items():
+            raw = environ.get(variable)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = _parse(kind, raw)
+            except ValueError:
+                raise SettingsError(f"{variable}={raw!r} is not a valid {kind}") from None
+        values.update({key: value for key, value in overrides.items() if value is not None})
+        try:
+            return cls(**values)
+        except SettingsError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise SettingsError(str(exc)) from None
+
+
+def _parse(kind: str, raw: str) -> Any:
+    if kind == "integer":
+        return int(raw)
+    if kind == "number":
+        return float(raw)
+    if kind == "boolean":
+        lowered = raw.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(raw)
+    if kind == "list":
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+#: setting name -> (environment variable, kind, what it does). The reference
+#: table in the docs is this table.
+ENVIRONMENT: dict[str, tuple[str, str, str]] = {
+    "host": ("FELIX_HOST", "string", "Address to listen on (`felix serve --host`)."),
+    "port": ("FELIX_PORT", "integer", "Port to listen on (`felix serve --port`)."),
+    "api_keys": (
+        "FELIX_API_KEY",
+        "list",
+        "API key, or several separated by commas (all valid, for rotation). Unset: open "
+        "development mode, announced once at start.",
+    ),
+    "history_size": (
+        "FELIX_HISTORY_SIZE",
+        "integer",
+        "Events kept per workflow for replay (`after=`); the oldest is dropped beyond it.",
+    ),
+    "retention_seconds": (
+        "FELIX_RETENTION_SECONDS",
+        "number",
+        "Seconds a finished workflow stays readable; then it is forgotten (404).",
+    ),
+    "max_workflows": (
+        "FELIX_MAX_WORKFLOWS",
+        "integer",
+        "Workflows held at once, finished ones included until forgotten; create answers 503 "
+        "beyond.",
+    ),
+    "max_agents_per_workflow": (
+        "FELIX_MAX_AGENTS_PER_WORKFLOW",
+        "integer",
+        "Agents tracked in one workflow's state; an event adding one more answers 422.",
+    ),
+    "max_event_bytes": (
+        "FELIX_MAX_EVENT_BYTES",
+        "integer",
+        "Largest event, encoded with its envelope, in bytes; 413 beyond.",
+    ),
+    "max_batch_events": ("FELIX_MAX_BATCH_EVENTS", "integer", "Most events in one batch; 413 beyond."),
+    "max_body_bytes": ("FELIX_MAX_BODY_BYTES", "integer", "Largest request body in bytes; 413 beyond."),
+    "max_client_frame_bytes": (
+        "FELIX_MAX_CLIENT_FRAME_BYTES",
+        "integer",
+        "Largest message a WebSocket client may send, in bytes; the server closes with 1009 "
+        "beyond.",
+    ),
+    "subscriber_buffer_bytes": (
+        "FELIX_SUBSCRIBER_BUFFER_BYTES",
+        "integer",
+        "Bytes of live events queued for one connection; beyond, it is closed with 4008.",
+    ),
+    "subscriber_buffer_frames": (
+        "FELIX_SUBSCRIBER_BUFFER_FRAMES",
+        "integer",
+        "Frames queued for one connection; beyond, it is closed with 4008.",
+    ),
+    "inbox_size": (
+        "FELIX_INBOX_SIZE",
+        "integer",
+        "Commands waiting in one workflow's inbox; publishers wait when it is full.",
+    ),
+    "publish_timeout": (
+        "FELIX_PUBLISH_TIMEOUT",
+        "number",
+        "Seconds a publish waits for room in a full inbox; then 503 with Retry-After.",
+    ),
+    "max_connections": (
+        "FELIX_MAX_CONNECTIONS",
+        "integer",
+        "Open WebSocket connections in total; the handshake answers 503 beyond.",
+    ),
+    "max_connections_per_workflow": (
+        "FELIX_MAX_CONNECTIONS_PER_WORKFLOW",
+        "integer",
+        "Open WebSocket connections per workflow; the handshake answers 503 beyond.",
+    ),
+    "ping_interval": ("FELIX_PING_INTERVAL", "number", "Seconds between server pings on each WebSocket."),
+    "shutdown_grace": (
+        "FELIX_SHUTDOWN_GRACE",
+        "number",
+        "Seconds connections get to drain on SIGTERM/SIGINT before they are closed with 1001.",
+    ),
+    "keep_alive_timeout": (
+        "FELIX_KEEP_ALIVE_TIMEOUT",
+        "number",
+        "Seconds an idle keep-alive HTTP connection stays open.",
+    ),
+    "log_level": ("FELIX_LOG_LEVEL", "string", "Logging level: DEBUG, INFO, WARNING, ERROR."),
+    "access_log": (
+        "FELIX_ACCESS_LOG",
+        "boolean",
+        "Write an access log line per request to standard output (keys and tokens redacted).",
+    ),
+}

@@ -1,0 +1,139 @@
+"""The app factory and the Hypercorn server around it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+from quart import Response, jsonify, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from felix._errors import FelixError
+from felix._hub import Hub
+from felix.settings import Settings
+from felix.web.access_log import RedactingLogger
+from felix.web.auth import check_api_key, key_from_headers
+from felix.web.fix_http_close import close_http_connections
+from felix.web.rest import api
+from felix.web.ws import WebSocketRouter
+
+__all__ = ["create_app", "hypercorn_config", "serve"]
+
+logger = logging.getLogger("felix.web")
+
+#: Paths served without the API key (probes).
+_OPEN_PATHS = frozenset({"/healthz"})
+
+
+def _error_response(error: FelixError) -> Response:
+    response = jsonify(error.to_json())
+    response.status_code = error.http_status
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
+
+
+def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
+    """Build the Quart-Trio app serving the contract's REST and WebSocket routes.
+
+    The app holds no workflow state: it forwards to ``hub``, which must stay
+    open while the app serves. WebSocket scopes are answered by
+    :class:`~felix.web.ws.WebSocketRouter` before Quart sees them.
+    """
+    settings = settings or hub.settings
+    app = QuartTrio("felix")
+    app.config.update(
+        FELIX_HUB=hub,
+        FELIX_SETTINGS=settings,
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        JSON_SORT_KEYS=False,
+        PROVIDE_AUTOMATIC_OPTIONS=True,
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.register_blueprint(api)
+
+    @app.before_request
+    async def authenticate() -> None:
+        if request.path in _OPEN_PATHS:
+            return
+        check_api_key(settings.api_keys, key_from_headers(request.headers.items(lower=True)))  # type: ignore[call-arg]
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return jsonify({"status": "ok" if hub.accepting else "shutting_down"})
+
+    @app.errorhandler(FelixError)
+    async def felix_error(error: FelixError) -> Response:
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        code = (error.name or "error").lower().replace(" ", "_")
+        response = jsonify({"error": code, "message": error.description or error.name})
+        response.status_code = error.code or 500
+        for name, value in error.get_headers():
+            if name.lower() == "allow":
+                response.headers["Allow"] = value
+        return response
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        logger.error("unhandled error in %s %s", request.method, request.path, exc_info=error)
+        response = jsonify({"error": "internal_error", "message": "internal server error"})
+        response.status_code = 500
+        return response
+
+    router = WebSocketRouter(hub, settings, close_http_connections(app.asgi_app))
+    app.asgi_app = router  # type: ignore[method-assign,assignment]
+    return app
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    """The Hypercorn configuration Felix runs with."""
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.logger_class = RedactingLogger
+    config.accesslog = "-" if settings.access_log else None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.loglevel = settings.log_level
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    config.websocket_max_message_size = settings.max_client_frame_bytes
+    config.websocket_ping_interval = settings.ping_interval
+    # The hub drains and closes WebSockets before Hypercorn's own shutdown
+    # starts, so what is left for Hypercorn is in-flight HTTP requests.
+    config.graceful_timeout = 1.0
+    config.include_server_header = False
+    return config
+
+
+async def serve(
+    hub: Hub,
+    settings: Settings | None = None,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``hub`` over HTTP and WebSocket with Hypercorn's trio worker.
+
+    Calls ``task_status.started(binds)`` with the bound URLs once listening.
+    When ``shutdown_trigger`` returns (or the task is cancelled), new
+    WebSockets are refused with 503, open ones drain and close with 1001
+    within ``settings.shutdown_grace``, then Hypercorn stops.
+    """
+    settings = settings or hub.settings
+    app = create_app(hub, settings)
+
+    async def trigger() -> None:
+        if shutdown_trigger is None:
+            await trio.sleep_forever()
+        else:
+            await shutdown_trigger()
+        await hub.shutdown(settings.shutdown_grace)
+
+    await hypercorn.trio.serve(app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]

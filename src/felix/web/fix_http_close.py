@@ -1,0 +1,48 @@
+"""Stack fix: HTTP connections that quart-trio under Hypercorn never closes.
+
+The defect (quart-trio 0.12, Hypercorn 0.18, trio worker): quart-trio sends
+the last body message of a response from a task whose nursery it cancels as
+soon as Hypercorn answers with ``http.disconnect``. Hypercorn runs its
+end-of-response bookkeeping — recycling the keep-alive connection, arming the
+idle timer, or closing the socket for ``Connection: close`` — *inside* that
+``send`` call, so the cancellation lands in the middle of it: the idle timer is
+never armed and the socket never closed. A client that reads to end of stream
+waits forever, and idle connections pile up.
+
+The fix shields the one ``send`` that carries the final body message, so
+Hypercorn's bookkeeping runs to completion. The write inside it is already
+shielded by Hypercorn itself, so no new unbounded wait is introduced.
+
+``tests/web/test_stack_fixes.py`` reproduces the hang without this wrapper;
+drop the module when that test passes without it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from felix.web._asgi import ASGIApp, Receive, Scope, Send
+
+__all__ = ["close_http_connections"]
+
+
+def close_http_connections(app: ASGIApp) -> ASGIApp:
+    """Wrap an ASGI app so its final HTTP body message cannot be cancelled."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_final_shielded(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.CancelScope(shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, send_final_shielded)
+
+    return wrapper

@@ -1,0 +1,209 @@
+"""The WebSocket edge: handshake checks, then one writer and one reader.
+
+This is a plain ASGI callable placed in front of the Quart app, not a Quart
+route: it refuses handshakes with a real HTTP status and JSON body (the ASGI
+``websocket.http.response`` extension, which Hypercorn implements), it closes
+with 1011 when something breaks after the accept (Quart would close with
+1000), and it spares every frame Quart's per-message layers.
+
+Each connection owns a nursery with two tasks: the writer drains the
+subscription's buffer into ``websocket.send`` messages and finally sends the
+close frame; the reader answers the client's pings and notices the
+disconnect. Whichever ends first cancels the other, and leaving
+:meth:`Hub.subscribe`'s block unregisters the subscriber: nothing outlives the
+connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, Final
+from urllib.parse import parse_qsl
+
+import trio
+
+from datetime import UTC, datetime
+
+from felix._core.events import TYPE_NAME, Frame, decode_json, encode, format_timestamp, make_frame
+from felix._errors import BadRequest, FelixError, WorkflowNotFound
+from felix._hub import WORKFLOW_ID, Hub
+from felix._subscription import Subscription
+from felix.settings import Settings
+from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
+from felix.web.auth import check_api_key, key_from_headers
+
+__all__ = ["WebSocketRouter"]
+
+logger = logging.getLogger("felix.ws")
+
+WORKFLOW_PATH: Final = re.compile(r"^/api/v1/ws/workflows/(?P<workflow_id>[^/]+)$")
+SYSTEM_PATH: Final = "/api/v1/ws/system/events"
+CLOSE_INTERNAL_ERROR: Final = 1011
+#: The answer to the plain-text ``ping``, built once.
+_PONG: Final = Frame(type="pong", text="pong", size=4)
+#: Largest ``after`` accepted; far beyond any real seq, small enough to stay an int64.
+_MAX_AFTER: Final = 2**53
+
+
+def _remote(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None
+
+
+class WebSocketRouter:
+    """ASGI app serving the contract's two WebSocket routes.
+
+    Any other scope goes to ``fallback`` (the Quart app).
+    """
+
+    def __init__(self, hub: Hub, settings: Settings, fallback: ASGIApp) -> None:
+        self.hub = hub
+        self.settings = settings
+        self.fallback = fallback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope."""
+        if scope["type"] != "websocket":
+            await self.fallback(scope, receive, send)
+            return
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        try:
+            await self._serve(scope, receive, send)
+        except FelixError as error:
+            await _refuse(send, error)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Authentication comes before anything that could reveal whether a
+        # workflow exists.
+        query = self._parse_query(scope)
+        presented = query.get("api_key") or key_from_headers(scope.get("headers", []))
+        check_api_key(self.settings.api_keys, presented)
+        path: str = scope["path"]
+        types = _parse_types(query)
+        if path == SYSTEM_PATH:
+            if "after" in query:
+                raise BadRequest("after= is not supported on the system stream")
+            async with self.hub.subscribe_system(types=types, remote=_remote(scope)) as sub:
+                await self._run(sub, receive, send)
+            return
+        match = WORKFLOW_PATH.match(path)
+        if match is None:
+            raise WorkflowNotFound(f"no WebSocket route at {path}")
+        workflow_id = match["workflow_id"]
+        after = _parse_after(query)
+        if not WORKFLOW_ID.match(workflow_id):
+            raise WorkflowNotFound(f"workflow {workflow_id} not found")
+        async with self.hub.subscribe(
+            workflow_id, after=after, types=types, remote=_remote(scope)
+        ) as sub:
+            await self._run(sub, receive, send)
+
+    def _parse_query(self, scope: Scope) -> dict[str, str]:
+        try:
+            pairs = parse_qsl(
+                scope.get("query_string", b"").decode("utf-8"),
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=32,
+            )
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest("the query string cannot be parsed") from None
+        query: dict[str, str] = {}
+        for name, value in pairs:
+            if name in query:
+                raise BadRequest(f"query parameter {name!r} is given more than once")
+            query[name] = value
+        return query
+
+    async def _run(self, sub: Subscription, receive: Receive, send: Send) -> None:
+        await send({"type": "websocket.accept"})
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read, sub, receive, nursery.cancel_scope)
+                await _write(sub, send)
+                nursery.cancel_scope.cancel()
+        except Exception:
+            # After the accept the client can only learn of a failure from the
+            # close code; Quart would say 1000 here, which reads as success.
+            logger.exception("connection %s failed", sub.connection_id)
+            await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": "internal error"})
+
+    async def _read(self, sub: Subscription, receive: Receive, done: trio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                done.cancel()
+                return
+            if message["type"] == "websocket.receive":
+                _answer(sub, message)
+
+
+async def _write(sub: Subscription, send: Send) -> None:
+    while batch := await sub.receive_batch():
+        for frame in batch:
+            await send({"type": "websocket.send", "text": frame.text})
+    await send({"type": "websocket.close", "code": sub.close_code, "reason": sub.close_reason})
+
+
+def _answer(sub: Subscription, message: Message) -> None:
+    text = message.get("text")
+    if text is None:
+        reply: dict[str, Any] = {
+            "type": "command_error",
+            "message": "binary frames are not understood; send JSON text",
+        }
+    elif text == "ping":
+        sub.offer(_PONG, control=True)
+        return
+    else:
+        reply = _command_reply(text)
+    sub.offer(make_frame(reply), control=True)
+
+
+def _command_reply(text: str) -> dict[str, Any]:
+    try:
+        command = decode_json(text)
+    except FelixError as error:
+        return {"type": "command_error", "message": error.message}
+    if not isinstance(command, dict) or not isinstance(command.get("type"), str):
+        return {"type": "command_error", "message": 'a command is a JSON object with a "type"'}
+    if command["type"] == "ping":
+        return {"type": "pong", "timestamp": format_timestamp(datetime.now(UTC))}
+    return {
+        "type": "command_error",
+        "message": f"unknown command {command['type'][:64]!r}; the server understands: ping",
+    }
+
+
+def _parse_after(query: dict[str, str]) -> int | None:
+    raw = query.get("after")
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > _MAX_AFTER:
+        raise BadRequest(f"after must be a non-negative integer, got {raw[:32]!r}")
+    return int(raw)
+
+
+def _parse_types(query: dict[str, str]) -> frozenset[str] | None:
+    raw = query.get("types")
+    if raw is None:
+        return None
+    names = [name.strip() for name in raw.split(",")]
+    bad = [name for name in names if not TYPE_NAME.match(name)]
+    if bad or not names:
+        raise BadRequest(f"types must be a comma-separated list of event type names, got {raw[:64]!r}")
+    return frozenset(names)
+
+
+async def _refuse(send: Send, error: FelixError) -> None:
+    body = encode(error.to_json()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "websocket.http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": body})
+
