@@ -1,0 +1,107 @@
+"""Shared fixtures: a real Felix server on port 0, real HTTP and WebSocket clients."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+import felix
+from felix import fix_trio_websocket_reject
+from felix.web import serve
+
+# Refused handshakes would otherwise leak a socket into a ResourceWarning,
+# which filterwarnings=error turns into a failure far from its cause.
+fix_trio_websocket_reject.install()
+
+pytest_plugins: list[str] = []
+
+
+@attrs.define
+class Server:
+    """A Felix server started for one test."""
+
+    hub: felix.Hub
+    settings: felix.Settings
+    http: str
+    ws: str
+
+    def client(self, api_key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+        """An HTTP client for this server (with the key, if given)."""
+        headers = {"X-API-Key": api_key} if api_key else {}
+        return httpx.AsyncClient(base_url=self.http, headers=headers, **kwargs)
+
+    def ws_url(self, workflow_id: str, query: str = "") -> str:
+        """The WebSocket URL of a workflow, with an optional query string."""
+        url = f"{self.ws}/api/v1/ws/workflows/{workflow_id}"
+        return f"{url}?{query}" if query else url
+
+    def open_ws(self, workflow_id: str, query: str = "", **kwargs: Any) -> Any:
+        """Open a trio-websocket client on a workflow's stream."""
+        return open_websocket_url(self.ws_url(workflow_id, query), **kwargs)
+
+
+async def _run_hub(
+    settings: felix.Settings, *, task_status: trio.TaskStatus[felix.Hub] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with felix.open_hub(settings) as hub:
+        task_status.started(hub)
+        await trio.sleep_forever()
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start_server(nursery: trio.Nursery) -> StartServer:
+    """Start a server with settings overridden by keyword; cancelled after the test."""
+
+    async def start(**overrides: Any) -> Server:
+        settings = felix.Settings(host="127.0.0.1", port=0, **overrides)
+        hub: felix.Hub = await nursery.start(_run_hub, settings)
+        binds: list[str] = await nursery.start(serve, hub, settings)
+        http = binds[0]
+        return Server(hub=hub, settings=settings, http=http, ws=http.replace("http://", "ws://"))
+
+    return start
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    """A server with default settings and no API key (development mode)."""
+    return await start_server()
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of :func:`server`."""
+    async with server.client() as http:
+        yield http
+
+
+async def create_workflow(http: httpx.AsyncClient, **body: Any) -> str:
+    """Create a workflow over REST and return its id."""
+    response = await http.post("/api/v1/workflows", json=body)
+    assert response.status_code == 201, response.text
+    workflow_id: str = response.json()["workflow_id"]
+    return workflow_id
+
+
+async def publish(http: httpx.AsyncClient, workflow_id: str, events: Any) -> httpx.Response:
+    """POST one event or a batch to a workflow."""
+    return await http.post(f"/api/v1/workflows/{workflow_id}/events", json=events)
+
+
+async def receive_json(ws: WebSocketConnection) -> dict[str, Any]:
+    """The next message of a WebSocket, parsed."""
+    import json
+
+    message = await ws.get_message()
+    assert isinstance(message, str)
+    parsed: dict[str, Any] = json.loads(message)
+    return parsed
