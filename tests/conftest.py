@@ -12,12 +12,13 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 import felix
-from felix import fix_trio_websocket_reject
+from felix import fix_trio_websocket_leaks
 from felix.web import serve
 
-# Refused handshakes would otherwise leak a socket into a ResourceWarning,
+# Refused handshakes and server-side closes would otherwise leak a client
+# socket into a ResourceWarning,
 # which filterwarnings=error turns into a failure far from its cause.
-fix_trio_websocket_reject.install()
+fix_trio_websocket_leaks.install()
 
 pytest_plugins: list[str] = []
 
@@ -34,6 +35,7 @@ class Server:
     def client(self, api_key: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client for this server (with the key, if given)."""
         headers = {"X-API-Key": api_key} if api_key else {}
+        headers.update(kwargs.pop("headers", {}))
         return httpx.AsyncClient(base_url=self.http, headers=headers, **kwargs)
 
     def ws_url(self, workflow_id: str, query: str = "") -> str:
@@ -101,7 +103,34 @@ async def receive_json(ws: WebSocketConnection) -> dict[str, Any]:
     """The next message of a WebSocket, parsed."""
     import json
 
-    message = await ws.get_message()
+    # Bounded, so a frame that never comes fails the test instead of hanging it.
+    with trio.fail_after(5):
+        message = await ws.get_message()
     assert isinstance(message, str)
     parsed: dict[str, Any] = json.loads(message)
     return parsed
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for a condition the server reaches on its own (e.g. after a peer vanished).
+
+    Checks every 5 ms and fails loudly after ``timeout`` seconds; used only
+    where the event comes from the kernel (a socket closing), which no trio
+    primitive of the test can observe.
+    """
+    with trio.fail_after(timeout):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+def task_count() -> int:
+    """Every task alive in this Trio run."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        return 1 + sum(
+            count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
+        )
+
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    return count(root)

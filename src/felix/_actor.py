@@ -12,6 +12,8 @@ run in the caller's task between checkpoints and see a consistent state.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +28,8 @@ from felix._errors import CapacityError, FelixError, WorkflowNotFound
 from felix._subscription import CLOSE_NORMAL, Subscription
 
 __all__ = ["PublishResult", "WorkflowActor"]
+
+logger = logging.getLogger("felix.actor")
 
 #: Seconds a publisher is told to wait (``Retry-After``) when an inbox is full.
 RETRY_AFTER: Final = 1
@@ -165,6 +169,18 @@ class WorkflowActor:
         self.on_exit(self)
 
     def _handle(self, command: _Command) -> None:
+        try:
+            self._apply(command)
+        except Exception:
+            # A bug in one command must not end the workflow, nor (through the
+            # hub's nursery) every other workflow: answer it and go on.
+            logger.exception(
+                "workflow %s failed to apply %s", self.workflow_id, type(command).__name__
+            )
+            if not isinstance(command, _Unsubscribe):
+                command.reply.set(error=FelixError("internal error while applying the request"))
+
+    def _apply(self, command: _Command) -> None:
         if isinstance(command, _Publish):
             try:
                 events = self.state.publish(command.batch, datetime.now(UTC))
@@ -213,7 +229,7 @@ class WorkflowActor:
         }
         if replay.recovered is not None:
             connected["recovered"] = replay.recovered
-        subscription.preload([make_frame(connected)])
+        subscription.preload([make_frame(connected)], control=True)
         subscription.preload([event.frame for event in replay.events])
         if self.state.terminal:
             subscription.finish(CLOSE_NORMAL, f"workflow {self.state.status}")
@@ -246,10 +262,10 @@ class WorkflowActor:
         If the inbox is full the request is dropped: the subscription is
         already detached, and the next fan-out prunes it anyway.
         """
-        try:
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
             self._send.send_nowait(_Unsubscribe(subscription))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
     async def _put(self, command: _Command) -> None:
         try:

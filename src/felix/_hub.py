@@ -8,6 +8,7 @@ changes synchronously, so it needs no lock either.
 
 from __future__ import annotations
 
+import builtins
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -45,7 +46,7 @@ from felix.settings import Settings
 
 __all__ = ["Hub", "Workflow", "open_hub"]
 
-WORKFLOW_ID: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+WORKFLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _now() -> str:
@@ -54,7 +55,7 @@ def _now() -> str:
 
 def check_workflow_id(workflow_id: Any) -> str:
     """Return ``workflow_id`` if it matches the contract's pattern, else 422."""
-    if not isinstance(workflow_id, str) or not WORKFLOW_ID.match(workflow_id):
+    if not isinstance(workflow_id, str) or not WORKFLOW_ID.fullmatch(workflow_id):
         raise InvalidEvent(
             "field 'workflow_id' must match ^[A-Za-z0-9_-]{1,64}$ "
             "(letters, digits, _ and -, at most 64)"
@@ -197,17 +198,17 @@ class Hub:
         page = [self._snapshot(actor) for actor in actors[offset : offset + limit]]
         return page, len(actors)
 
-    def events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+    def events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> builtins.list[Event]:
         """Retained events with ``seq > after``, oldest first, at most ``limit``."""
         return self._actor(workflow_id).state.events_after(after, limit)
 
-    def actor_statistics(self) -> list[dict[str, Any]]:
+    def actor_statistics(self) -> builtins.list[dict[str, Any]]:
         """Per-actor inbox and subscriber figures, for operators."""
         return [actor.statistics() for actor in self._actors.values()]
 
     # --- publishing ----------------------------------------------------------
 
-    async def publish(self, workflow_id: str, events: list[Any]) -> PublishResult:
+    async def publish(self, workflow_id: str, events: builtins.list[Any]) -> PublishResult:
         """Validate a batch whole, then apply it all or not at all.
 
         Raises :class:`InvalidEvent` (422) with the ``index`` of the first bad
@@ -220,7 +221,7 @@ class Hub:
             raise EventTooLarge(
                 f"batch has {len(events)} events; the limit is {self.settings.max_batch_events}"
             )
-        batch = []
+        batch: builtins.list[tuple[str, dict[str, Any]]] = []
         for index, event in enumerate(events):
             try:
                 batch.append(validate_event(event))
@@ -272,7 +273,9 @@ class Hub:
         Raises :class:`WorkflowNotFound` and, if it already ended,
         :class:`WorkflowConflict`.
         """
-        return await self.send_workflow_event(workflow_id, "workflow_status", {"status": "cancelled"})
+        return await self.send_workflow_event(
+            workflow_id, "workflow_status", {"status": "cancelled"}
+        )
 
     def _to_system(self, frame: Frame) -> None:
         if not self._system:
@@ -361,7 +364,8 @@ class Hub:
                             "connection_id": subscription.connection_id,
                         }
                     )
-                ]
+                ],
+                control=True,
             )
             self._system.add(subscription)
             yield subscription
@@ -369,7 +373,7 @@ class Hub:
             self._system.discard(subscription)
             self._drop_subscription(subscription)
 
-    def connections(self) -> list[ConnectionInfo]:
+    def connections(self) -> builtins.list[ConnectionInfo]:
         """Every open connection with its metadata, oldest first."""
         return [subscription.info() for subscription in self._connections.values()]
 

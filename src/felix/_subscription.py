@@ -85,14 +85,15 @@ class Subscription:
 
     # --- producer side (never blocks) ---------------------------------------
 
-    def preload(self, frames: list[Frame]) -> None:
+    def preload(self, frames: list[Frame], *, control: bool = False) -> None:
         """Queue the ``connected`` frame and a replay ahead of live frames.
 
         Replayed frames are the history's own objects, so they are not counted
         against the byte budget: holding them costs a reference each, and
-        their number is bounded by the history length.
+        their number is bounded by the history length. ``control`` frames
+        (``connected``) skip the ``types=`` filter.
         """
-        self._replay.extend(frame for frame in frames if self.wants(frame.type))
+        self._replay.extend(frame for frame in frames if control or self.wants(frame.type))
         self._lot.unpark_all()
 
     def wants(self, frame_type: str) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import trio
 
 from felix._hub import open_hub
+from felix.demo import run_demo
 from felix.settings import Settings, SettingsError
 from felix.web import serve
 
@@ -80,8 +81,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         trio.run(run_server, settings)
         return 0
-    from felix.demo import run_demo
-
     return trio.run(run_demo, settings, args.delay)
 
 

@@ -15,6 +15,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from felix import fix_trio_websocket_leaks
 from felix._hub import open_hub
 from felix.settings import Settings
 from felix.web import serve
@@ -50,18 +51,27 @@ def demo_events() -> list[dict[str, Any]]:
         )
     for agent_id, _, content, confidence in AGENTS:
         events.append(
-            {"type": "agent_output", "agent_id": agent_id, "content": content, "confidence": confidence}
+            {
+                "type": "agent_output",
+                "agent_id": agent_id,
+                "content": content,
+                "confidence": confidence,
+            }
         )
     events.append(
         {
             "type": "synthesis",
-            "content": "Retrieval-augmented planning is worth adopting; start with the analyst's setup.",
+            "content": (
+                "Retrieval-augmented planning is worth adopting; start with the analyst's setup."
+            ),
             "confidence": 0.86,
             "agents_synthesized": len(AGENTS),
             "final": True,
         }
     )
-    events.append({"type": "completed", "result": {"recommendation": "adopt", "agents": len(AGENTS)}})
+    events.append(
+        {"type": "completed", "result": {"recommendation": "adopt", "agents": len(AGENTS)}}
+    )
     return events
 
 
@@ -89,6 +99,7 @@ def describe(event: dict[str, Any]) -> str:
 
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
     """Run the demo; returns the process exit status (0 on success)."""
+    fix_trio_websocket_leaks.install()
     async with open_hub(settings) as hub, trio.open_nursery() as nursery:
         binds = await nursery.start(serve, hub, settings)
         base = binds[0]
@@ -114,14 +125,17 @@ async def run_demo(settings: Settings, delay: float = 0.15) -> int:
                             print(describe(event), flush=True)
                     except ConnectionClosed as closed:
                         reason = closed.reason
-                        print(f"\n  connection closed: {reason.code} {reason.reason}")
+                        if reason is not None:
+                            print(f"\n  connection closed: {reason.code} {reason.reason}")
 
             async with trio.open_nursery() as watchers:
                 watchers.start_soon(watch)
                 await watched.wait()
                 for event in demo_events():
                     await trio.sleep(delay)
-                    answer = await client.post(f"/api/v1/workflows/{workflow_id}/events", json=event)
+                    answer = await client.post(
+                        f"/api/v1/workflows/{workflow_id}/events", json=event
+                    )
                     answer.raise_for_status()
             final = (await client.get(f"/api/v1/workflows/{workflow_id}")).json()
         print(

@@ -159,8 +159,16 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "integer",
         "Largest event, encoded with its envelope, in bytes; 413 beyond.",
     ),
-    "max_batch_events": ("FELIX_MAX_BATCH_EVENTS", "integer", "Most events in one batch; 413 beyond."),
-    "max_body_bytes": ("FELIX_MAX_BODY_BYTES", "integer", "Largest request body in bytes; 413 beyond."),
+    "max_batch_events": (
+        "FELIX_MAX_BATCH_EVENTS",
+        "integer",
+        "Most events in one batch; 413 beyond.",
+    ),
+    "max_body_bytes": (
+        "FELIX_MAX_BODY_BYTES",
+        "integer",
+        "Largest request body in bytes; 413 beyond.",
+    ),
     "max_client_frame_bytes": (
         "FELIX_MAX_CLIENT_FRAME_BYTES",
         "integer",
@@ -197,7 +205,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "integer",
         "Open WebSocket connections per workflow; the handshake answers 503 beyond.",
     ),
-    "ping_interval": ("FELIX_PING_INTERVAL", "number", "Seconds between server pings on each WebSocket."),
+    "ping_interval": (
+        "FELIX_PING_INTERVAL",
+        "number",
+        "Seconds between server pings on each WebSocket.",
+    ),
     "shutdown_grace": (
         "FELIX_SHUTDOWN_GRACE",
         "number",

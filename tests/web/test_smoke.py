@@ -10,7 +10,9 @@ async def test_publish_reaches_subscriber(server: Server, client: httpx.AsyncCli
     async with server.open_ws(workflow_id) as ws:
         connected = await receive_json(ws)
         assert connected["type"] == "connected"
-        response = await publish(client, workflow_id, {"type": "workflow_status", "status": "running"})
+        response = await publish(
+            client, workflow_id, {"type": "workflow_status", "status": "running"}
+        )
         assert response.status_code == 202
         event = await receive_json(ws)
         assert event["seq"] == 1

@@ -40,14 +40,30 @@ WORKFLOW_EVENT_TYPES: Final = frozenset(
 ENVELOPE_FIELDS: Final = frozenset({"type", "workflow_id", "seq", "timestamp"})
 #: Types only the server sends; a producer may not publish or broadcast them.
 SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error"})
-TYPE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def encode(obj: Any) -> str:
-    """Compact JSON, UTF-8 kept as is, NaN and Infinity refused."""
-    return _encoder.encode(obj)
+    """Compact JSON, UTF-8 kept as is.
+
+    Raises :class:`InvalidEvent` for what JSON cannot carry: NaN, Infinity,
+    objects that are not JSON, and lone surrogates (they cannot become UTF-8).
+    """
+    try:
+        text = _encoder.encode(obj)
+        text.encode()
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise InvalidEvent(f"the event cannot be encoded as JSON: {_short(exc)}") from None
+    except RecursionError:
+        raise InvalidEvent("the event cannot be encoded as JSON: nested too deeply") from None
+    return text
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -94,7 +110,12 @@ class Event:
         cls, event_type: str, workflow_id: str, seq: int, timestamp: str, fields: dict[str, Any]
     ) -> Event:
         """Give ``fields`` an envelope and encode the result exactly once."""
-        envelope = {"type": event_type, "workflow_id": workflow_id, "seq": seq, "timestamp": timestamp}
+        envelope = {
+            "type": event_type,
+            "workflow_id": workflow_id,
+            "seq": seq,
+            "timestamp": timestamp,
+        }
         text = encode({**envelope, **fields})
         return cls(
             type=event_type,
@@ -132,6 +153,13 @@ def _no_constants(name: str) -> Any:
     raise InvalidEvent(f"{name} is not valid JSON")
 
 
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise InvalidEvent(f"number {literal[:32]} is out of range")
+    return value
+
+
 def decode_json(data: bytes | str) -> Any:
     """Parse a request body strictly: UTF-8, no duplicate keys, no NaN/Infinity.
 
@@ -143,11 +171,21 @@ def decode_json(data: bytes | str) -> Any:
         except UnicodeDecodeError as exc:
             raise InvalidEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(data, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        return json.loads(
+            data,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as exc:
-        raise InvalidEvent(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidEvent(
+            f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise InvalidEvent("malformed JSON: nested too deeply") from None
+    except ValueError as exc:
+        # e.g. integers past Python's 4300-digit conversion limit.
+        raise InvalidEvent(f"malformed JSON: {_short(exc)}") from None
 
 
 # --- validation --------------------------------------------------------------
@@ -178,7 +216,11 @@ def _number(
     if not required and name not in fields:
         return
     value = _require(fields, name, event_type)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (isinstance(value, float) and not math.isfinite(value))
+    ):
         raise InvalidEvent(f"{event_type}: field {name!r} must be a number")
     if unit and not 0 <= value <= 1:
         raise InvalidEvent(f"{event_type}: field {name!r} must be between 0 and 1, got {value}")
@@ -214,7 +256,8 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
         status = _require(fields, "status", event_type)
         if status not in STATUSES:
             raise InvalidEvent(
-                f"workflow_status: field 'status' must be one of {', '.join(STATUSES)}, got {status!r}"
+                f"workflow_status: field 'status' must be one of {', '.join(STATUSES)}, "
+                f"got {status!r}"
             )
     elif event_type == "agent_spawned":
         _string(fields, "agent_id", event_type)
@@ -231,9 +274,11 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
         _number(fields, "confidence", event_type, required=False, unit=True)
         _boolean(fields, "final", event_type)
         agents = fields.get("agents_synthesized")
-        if agents is not None and not (
-            isinstance(agents, int) and not isinstance(agents, bool) and agents >= 0
-        ) and not (isinstance(agents, list) and all(isinstance(a, str) for a in agents)):
+        if (
+            agents is not None
+            and not (isinstance(agents, int) and not isinstance(agents, bool) and agents >= 0)
+            and not (isinstance(agents, list) and all(isinstance(a, str) for a in agents))
+        ):
             raise InvalidEvent(
                 "synthesis: field 'agents_synthesized' must be a count or a list of agent ids"
             )
@@ -253,7 +298,7 @@ def validate_broadcast(obj: Any, now: datetime, max_bytes: int) -> Frame:
     if not isinstance(obj, dict):
         raise InvalidEvent(f"a broadcast must be a JSON object, got {_json_kind(obj)}")
     event_type = obj.get("type")
-    if not isinstance(event_type, str) or not TYPE_NAME.match(event_type):
+    if not isinstance(event_type, str) or not TYPE_NAME.fullmatch(event_type):
         raise InvalidEvent(
             "field 'type' is required: a name of letters, digits and _.:- starting with a letter"
         )
@@ -263,7 +308,9 @@ def validate_broadcast(obj: Any, now: datetime, max_bytes: int) -> Frame:
         )
     taken = sorted(ENVELOPE_FIELDS.intersection(obj) - {"type"})
     if taken:
-        raise InvalidEvent(f"field {taken[0]!r} is set by the server and not allowed in a broadcast")
+        raise InvalidEvent(
+            f"field {taken[0]!r} is set by the server and not allowed in a broadcast"
+        )
     frame = make_frame({**obj, "timestamp": format_timestamp(now)})
     if frame.size > max_bytes:
         raise EventTooLarge(f"broadcast is {frame.size} bytes encoded; the limit is {max_bytes}")

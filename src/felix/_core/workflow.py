@@ -89,7 +89,7 @@ class WorkflowState:
                     index=index,
                 )
             status = self._next_status(status, event_type, fields, index)
-            agent_id = fields.get("agent_id")
+            agent_id: str = fields.get("agent_id", "")
             if (
                 event_type in ("agent_spawned", "agent_output")
                 and agent_id not in self.agents
@@ -101,10 +101,13 @@ class WorkflowState:
                         index=index,
                     )
                 new_agents.add(agent_id)
-            event = Event.build(event_type, self.workflow_id, self.last_seq + index + 1, timestamp, fields)
+            event = Event.build(
+                event_type, self.workflow_id, self.last_seq + index + 1, timestamp, fields
+            )
             if event.frame.size > self.max_event_bytes:
                 raise EventTooLarge(
-                    f"event is {event.frame.size} bytes encoded; the limit is {self.max_event_bytes}",
+                    f"event is {event.frame.size} bytes encoded; "
+                    f"the limit is {self.max_event_bytes}",
                     index=index,
                 )
             events.append(event)

@@ -62,7 +62,7 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
     async def authenticate() -> None:
         if request.path in _OPEN_PATHS:
             return
-        check_api_key(settings.api_keys, key_from_headers(request.headers.items(lower=True)))  # type: ignore[call-arg]
+        check_api_key(settings.api_keys, key_from_headers(request.headers.items()))
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -89,7 +89,7 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
         response.status_code = 500
         return response
 
-    router = WebSocketRouter(hub, settings, close_http_connections(app.asgi_app))
+    router = WebSocketRouter(hub, settings, close_http_connections(app.asgi_app))  # type: ignore[arg-type]
     app.asgi_app = router  # type: ignore[method-assign,assignment]
     return app
 
@@ -136,4 +136,6 @@ async def serve(
             await shutdown_trigger()
         await hub.shutdown(settings.shutdown_grace)
 
-    await hypercorn.trio.serve(app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status)  # type: ignore[arg-type]
+    await hypercorn.trio.serve(
+        app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status
+    )

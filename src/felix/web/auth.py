@@ -14,14 +14,21 @@ from felix._errors import AuthenticationError
 __all__ = ["check_api_key", "key_from_headers"]
 
 
-def key_from_headers(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The key from ``Authorization: Bearer K`` or ``X-API-Key: K``, if any."""
-    for name, value in headers:
+def key_from_headers(
+    headers: Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]],
+) -> str | None:
+    """The key from ``Authorization: Bearer K`` or ``X-API-Key: K``, if any.
+
+    Takes ASGI's raw ``(bytes, bytes)`` pairs or a framework's ``(str, str)``.
+    """
+    for raw_name, raw_value in headers:
+        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
+        value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
         lowered = name.lower()
-        if lowered == b"x-api-key":
-            return value.decode("latin-1").strip()
-        if lowered == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
+        if lowered == "x-api-key":
+            return value.strip()
+        if lowered == "authorization":
+            scheme, _, credentials = value.partition(" ")
             if scheme.lower() == "bearer":
                 return credentials.strip()
     return None

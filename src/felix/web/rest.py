@@ -52,7 +52,9 @@ def _query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None
     if raw is None or raw == "":
         return default
     if not raw.isascii() or not raw.isdigit():
-        raise InvalidEvent(f"query parameter {name!r} must be a non-negative integer, got {raw[:32]!r}")
+        raise InvalidEvent(
+            f"query parameter {name!r} must be a non-negative integer, got {raw[:32]!r}"
+        )
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
@@ -62,7 +64,7 @@ def _query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None
 
 def _workflow_id(workflow_id: str) -> str:
     # An id that cannot exist is simply not found: the contract has no 422 here.
-    if not WORKFLOW_ID.match(workflow_id):
+    if not WORKFLOW_ID.fullmatch(workflow_id):
         raise WorkflowNotFound(f"workflow {workflow_id[:80]} not found")
     return workflow_id
 
@@ -120,7 +122,9 @@ async def get_workflow(workflow_id: str) -> Response:
 async def list_events(workflow_id: str) -> Response:
     """Retained events with ``seq > after`` (default 0), at most ``limit``."""
     after = _query_int("after", 0)
-    limit = _query_int("limit", _settings().history_size, minimum=1, maximum=_settings().history_size)
+    limit = _query_int(
+        "limit", _settings().history_size, minimum=1, maximum=_settings().history_size
+    )
     hub = _hub()
     workflow_id = _workflow_id(workflow_id)
     events = hub.events(workflow_id, after=after, limit=limit)

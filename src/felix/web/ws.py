@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import trio
-
-from datetime import UTC, datetime
 
 from felix._core.events import TYPE_NAME, Frame, decode_json, encode, format_timestamp, make_frame
 from felix._errors import BadRequest, FelixError, WorkflowNotFound
@@ -94,7 +93,7 @@ class WebSocketRouter:
             raise WorkflowNotFound(f"no WebSocket route at {path}")
         workflow_id = match["workflow_id"]
         after = _parse_after(query)
-        if not WORKFLOW_ID.match(workflow_id):
+        if not WORKFLOW_ID.fullmatch(workflow_id):
             raise WorkflowNotFound(f"workflow {workflow_id} not found")
         async with self.hub.subscribe(
             workflow_id, after=after, types=types, remote=_remote(scope)
@@ -129,7 +128,13 @@ class WebSocketRouter:
             # After the accept the client can only learn of a failure from the
             # close code; Quart would say 1000 here, which reads as success.
             logger.exception("connection %s failed", sub.connection_id)
-            await send({"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": "internal error"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": CLOSE_INTERNAL_ERROR,
+                    "reason": "internal error",
+                }
+            )
 
     async def _read(self, sub: Subscription, receive: Receive, done: trio.CancelScope) -> None:
         while True:
@@ -192,9 +197,11 @@ def _parse_types(query: dict[str, str]) -> frozenset[str] | None:
     if raw is None:
         return None
     names = [name.strip() for name in raw.split(",")]
-    bad = [name for name in names if not TYPE_NAME.match(name)]
+    bad = [name for name in names if not TYPE_NAME.fullmatch(name)]
     if bad or not names:
-        raise BadRequest(f"types must be a comma-separated list of event type names, got {raw[:64]!r}")
+        raise BadRequest(
+            f"types must be a comma-separated list of event type names, got {raw[:64]!r}"
+        )
     return frozenset(names)
 
 
@@ -204,6 +211,7 @@ async def _refuse(send: Send, error: FelixError) -> None:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "websocket.http.response.start", "status": error.http_status, "headers": headers})
+    await send(
+        {"type": "websocket.http.response.start", "status": error.http_status, "headers": headers}
+    )
     await send({"type": "websocket.http.response.body", "body": body})
-
