@@ -30,13 +30,16 @@ def synthesis(i: int) -> dict[str, Any]:
 async def closed_with(ws: WebSocketConnection) -> tuple[int, str | None, list[dict[str, Any]]]:
     """Read until the server closes; return the code, reason and what came before."""
     seen: list[dict[str, Any]] = []
-    with trio.fail_after(5):
-        try:
-            while True:
-                seen.append(json.loads(await ws.get_message()))
-        except ConnectionClosed as closed:
-            assert closed.reason is not None
-            return closed.reason.code, closed.reason.reason, seen
+
+    async def read_all() -> None:
+        while True:
+            seen.append(json.loads(await ws.get_message()))
+
+    with pytest.raises(ConnectionClosed) as info, trio.fail_after(5):
+        await read_all()
+    reason = info.value.reason
+    assert reason is not None
+    return reason.code, reason.reason, seen
 
 
 async def refused(server: Server, path: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:

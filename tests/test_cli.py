@@ -1,0 +1,118 @@
+"""The ``felix`` command in a real subprocess: serve, signals, demo."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import httpx
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from tests.conftest import receive_json
+
+FELIX = [sys.executable, "-m", "felix.cli"]
+
+
+class Log:
+    """Everything the child wrote to stderr; ``done`` is set at end of file."""
+
+    def __init__(self, first: bytes) -> None:
+        self.chunks = [first]
+        self.done = trio.Event()
+
+    async def text(self) -> str:
+        with trio.fail_after(10):
+            await self.done.wait()
+        return b"".join(self.chunks).decode()
+
+
+async def start_serve(nursery: trio.Nursery, **env: str) -> tuple[trio.Process, str, Log]:
+    """Start ``felix serve --port 0``; return it, its base URL and its stderr."""
+    process = await trio.lowlevel.open_process(
+        [*FELIX, "serve", "--port", "0"],
+        stderr=subprocess.PIPE,
+        env={**os.environ, "FELIX_LOG_LEVEL": "INFO", **env},
+    )
+    assert process.stderr is not None
+    seen = b""
+    with trio.fail_after(20):
+        while (match := re.search(rb"Running on (http://\S+)", seen)) is None:
+            chunk = await process.stderr.receive_some()
+            assert chunk, f"felix serve exited early: {seen.decode()}"
+            seen += chunk
+    log = Log(seen)
+    nursery.start_soon(drain, process.stderr, log)
+    return process, match[1].decode(), log
+
+
+async def drain(stream: Any, log: Log) -> None:
+    # Keep reading so the child never blocks on a full stderr pipe.
+    while chunk := await stream.receive_some():
+        log.chunks.append(chunk)
+    log.done.set()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_closes_websockets_1001_and_exits_0(
+    nursery: trio.Nursery, signum: signal.Signals
+) -> None:
+    process, base, _ = await start_serve(nursery, FELIX_SHUTDOWN_GRACE="2")
+    async with httpx.AsyncClient(base_url=base) as client:
+        response = await client.post("/api/v1/workflows")
+        workflow_id = response.json()["workflow_id"]
+    ws_url = base.replace("http://", "ws://") + f"/api/v1/ws/workflows/{workflow_id}"
+    async with open_websocket_url(ws_url) as ws:
+        await receive_json(ws)
+        process.send_signal(signum)
+        with pytest.raises(ConnectionClosed) as info, trio.fail_after(10):
+            await ws.get_message()
+    assert info.value.reason is not None
+    assert (info.value.reason.code, info.value.reason.reason) == (1001, "server shutting down")
+    with trio.fail_after(10):
+        assert await process.wait() == 0
+
+
+async def test_dev_mode_is_announced_once(nursery: trio.Nursery) -> None:
+    process, _, log = await start_serve(nursery)
+    process.send_signal(signal.SIGTERM)
+    with trio.fail_after(10):
+        assert await process.wait() == 0
+    assert (await log.text()).count("development mode") == 1
+
+
+async def test_no_dev_mode_warning_with_a_key(nursery: trio.Nursery) -> None:
+    process, base, log = await start_serve(nursery, FELIX_API_KEY="k")
+    async with httpx.AsyncClient(base_url=base) as client:
+        assert (await client.get("/api/v1/workflows")).status_code == 401
+    process.send_signal(signal.SIGTERM)
+    with trio.fail_after(10):
+        assert await process.wait() == 0
+    assert "development mode" not in await log.text()
+
+
+async def test_bad_setting_is_a_clear_error() -> None:
+    result = await trio.run_process(
+        [*FELIX, "serve"],
+        env={**os.environ, "FELIX_HISTORY_SIZE": "lots"},
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"FELIX_HISTORY_SIZE='lots' is not a valid integer" in result.stderr
+
+
+async def test_demo_shows_the_whole_pipeline() -> None:
+    result = await trio.run_process(
+        [*FELIX, "demo", "--delay", "0"], capture_stdout=True, capture_stderr=True, check=False
+    )
+    out = result.stdout.decode()
+    assert result.returncode == 0, result.stderr.decode()
+    for needle in ("connected", "agent_spawned", "agent_output", "synthesis", "completed"):
+        assert needle in out
+    assert "connection closed: 1000 workflow completed" in out
