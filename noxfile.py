@@ -9,7 +9,6 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.default_venv_backend = "venv"
 
 
-
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite (real servers on port 0, real sockets)."""
