@@ -35,4 +35,4 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs, failing on broken links."""
     session.install("mkdocs>=1.6")
-    session.run("mkdocs", "build", "--strict", "--site-dir", "docs/_build")
+    session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")
