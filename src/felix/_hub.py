@@ -273,9 +273,13 @@ class Hub:
         Raises :class:`WorkflowNotFound` and, if it already ended,
         :class:`WorkflowConflict`.
         """
-        return await self.send_workflow_event(
-            workflow_id, "workflow_status", {"status": "cancelled"}
-        )
+        try:
+            return await self.send_workflow_event(
+                workflow_id, "workflow_status", {"status": "cancelled"}
+            )
+        except WorkflowConflict as error:
+            error.details.pop("index", None)
+            raise
 
     def _to_system(self, frame: Frame) -> None:
         if not self._system:

@@ -1,8 +1,8 @@
 """Every ``FELIX_*`` setting, in one attrs class.
 
 ``Settings()`` gives the defaults; :meth:`Settings.from_env` reads the
-environment. ``docs/reference/configuration.md`` is generated from the same
-table (:data:`ENVIRONMENT`), and a test keeps the two in step.
+environment through :data:`ENVIRONMENT`. ``docs/reference/configuration.md``
+documents the same table, and ``tests/test_docs.py`` keeps the two in step.
 """
 
 from __future__ import annotations
@@ -99,10 +99,12 @@ class Settings:
         values.update({key: value for key, value in overrides.items() if value is not None})
         try:
             return cls(**values)
-        except SettingsError:
-            raise
         except (TypeError, ValueError) as exc:
-            raise SettingsError(str(exc)) from None
+            message = str(exc)
+            for name, (variable, _kind, _doc) in ENVIRONMENT.items():
+                if message.startswith(f"{name} ") and name not in overrides:
+                    message = f"{variable}: {message}"
+            raise SettingsError(message) from None
 
 
 def _parse(kind: str, raw: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -267,3 +268,31 @@ class TestAuthentication:
     async def test_healthz_is_open(self, keyed: Server) -> None:
         async with keyed.client() as client:
             assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_chunked_body_over_the_limit_is_413(start_server: StartServer) -> None:
+    server = await start_server(max_body_bytes=1000)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 500
+
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        response = await client.post(f"/api/v1/workflows/{workflow_id}/events", content=chunks())
+        assert error_of(response, 413)["error"] == "too_large"
+
+
+async def test_cancel_conflict_has_no_index(client: httpx.AsyncClient) -> None:
+    workflow_id = await create_workflow(client)
+    await publish(client, workflow_id, {"type": "completed"})
+    body = error_of(await client.delete(f"/api/v1/workflows/{workflow_id}"), 409)
+    assert "index" not in body
+
+
+async def test_healthz_is_503_while_draining(server: Server, client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).status_code == 200
+    await server.hub.shutdown(grace=0)
+    response = await client.get("/healthz")
+    assert (response.status_code, response.json()) == (503, {"status": "shutting_down"})
+    error_of(await client.post("/api/v1/workflows"), 503)

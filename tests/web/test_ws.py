@@ -208,6 +208,7 @@ async def test_authentication_comes_first(start_server: StartServer) -> None:
         f"/api/v1/ws/workflows/{workflow_id}?api_key=wrong",
         "/api/v1/ws/workflows/unknown",
         "/api/v1/ws/workflows/unknown?after=bad",
+        f"/api/v1/ws/workflows/{workflow_id}?after=1&after=2",
         "/api/v1/ws/system/events",
     ):
         status, body = await refused(server, path)

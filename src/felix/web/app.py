@@ -66,7 +66,10 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        return jsonify({"status": "ok" if hub.accepting else "shutting_down"})
+        # A draining server answers 503 so that load balancers stop routing to it.
+        response = jsonify({"status": "ok" if hub.accepting else "shutting_down"})
+        response.status_code = 200 if hub.accepting else 503
+        return response
 
     @app.errorhandler(FelixError)
     async def felix_error(error: FelixError) -> Response:
@@ -74,8 +77,12 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
-        code = (error.name or "error").lower().replace(" ", "_")
-        response = jsonify({"error": code, "message": error.description or error.name})
+        if error.code == 413:
+            code, message = "too_large", f"request body is over {settings.max_body_bytes} bytes"
+        else:
+            code = (error.name or "error").lower().replace(" ", "_")
+            message = error.description or error.name
+        response = jsonify({"error": code, "message": message})
         response.status_code = error.code or 500
         for name, value in error.get_headers():
             if name.lower() == "allow":

@@ -16,6 +16,7 @@ connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from datetime import UTC, datetime
@@ -77,9 +78,8 @@ class WebSocketRouter:
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Authentication comes before anything that could reveal whether a
         # workflow exists.
+        check_api_key(self.settings.api_keys, _presented_key(scope))
         query = self._parse_query(scope)
-        presented = query.get("api_key") or key_from_headers(scope.get("headers", []))
-        check_api_key(self.settings.api_keys, presented)
         path: str = scope["path"]
         types = _parse_types(query)
         if path == SYSTEM_PATH:
@@ -181,6 +181,17 @@ def _command_reply(text: str) -> dict[str, Any]:
         "type": "command_error",
         "message": f"unknown command {command['type'][:64]!r}; the server understands: ping",
     }
+
+
+def _presented_key(scope: Scope) -> str | None:
+    # Lenient on purpose: with a wrong key, a malformed query must still get
+    # 401 rather than 400, so nothing is answered before authentication.
+    raw: str = scope.get("query_string", b"").decode("latin-1")
+    with contextlib.suppress(ValueError):
+        for name, value in parse_qsl(raw, keep_blank_values=True, max_num_fields=64):
+            if name == "api_key":
+                return value
+    return key_from_headers(scope.get("headers", []))
 
 
 def _parse_after(query: dict[str, str]) -> int | None:
