@@ -123,14 +123,51 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
             await trio.sleep(0.005)
 
 
-def task_count() -> int:
-    """Every task alive in this Trio run."""
+def task_names() -> list[str]:
+    """The names of every task alive in this Trio run."""
 
-    def count(task: trio.lowlevel.Task) -> int:
-        return 1 + sum(
-            count(child) for nursery in task.child_nurseries for child in nursery.child_tasks
-        )
+    def walk(task: trio.lowlevel.Task) -> list[str]:
+        names = [task.name]
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                names += walk(child)
+        return names
 
     root = trio.lowlevel.current_root_task()
     assert root is not None
-    return count(root)
+    return walk(root)
+
+
+def websocket_tasks() -> list[str]:
+    """Server-side tasks that belong to a WebSocket connection."""
+    return [name for name in task_names() if "felix.web.ws" in name or "WSStream" in name]
+
+
+async def raw_websocket(
+    server_url: str, path: str, *, headers: str = "", rcvbuf: int | None = None
+) -> tuple[trio.socket.SocketType, bytes]:
+    """Open a WebSocket by hand and return the socket and the handshake answer.
+
+    For peers no library will play: one that stops reading, one that never
+    answers pings. The socket is the caller's to close.
+    """
+    host, port = server_url.rsplit("//", 1)[1].rsplit(":", 1)
+    sock = trio.socket.socket()
+    if rcvbuf is not None:
+        import socket as stdlib_socket
+
+        sock.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, rcvbuf)
+    await sock.connect((host, int(port)))
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        f"Sec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )
+    await sock.send(request.encode())
+    answer = b""
+    with trio.fail_after(5):
+        while b"\r\n\r\n" not in answer:
+            chunk = await sock.recv(1)
+            assert chunk, "the server closed during the handshake"
+            answer += chunk
+    return sock, answer

@@ -14,7 +14,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from tests.conftest import receive_json
+from tests.conftest import raw_websocket, receive_json
 
 FELIX = [sys.executable, "-m", "felix.cli"]
 
@@ -116,3 +116,35 @@ async def test_demo_shows_the_whole_pipeline() -> None:
     for needle in ("connected", "agent_spawned", "agent_output", "synthesis", "completed"):
         assert needle in out
     assert "connection closed: 1000 workflow completed" in out
+
+
+async def test_shutdown_is_bounded_with_stalled_clients(nursery: trio.Nursery) -> None:
+    grace = 1.0
+    # A long send timeout, so only the shutdown path can free the stalled writer.
+    process, base, _ = await start_serve(
+        nursery, FELIX_SHUTDOWN_GRACE=str(grace), FELIX_SEND_TIMEOUT="60"
+    )
+    async with httpx.AsyncClient(base_url=base) as client:
+        workflow_id = (await client.post("/api/v1/workflows")).json()["workflow_id"]
+        stalled, _ = await raw_websocket(base, f"/api/v1/ws/workflows/{workflow_id}", rcvbuf=4096)
+        with stalled:
+            ws_url = base.replace("http://", "ws://") + f"/api/v1/ws/workflows/{workflow_id}"
+            async with open_websocket_url(ws_url) as healthy:
+                await receive_json(healthy)
+                batch = [{"type": "synthesis", "content": "x" * 30_000}] * 10
+                for _ in range(30):  # 9 MB: more than the kernel buffers hold
+                    response = await client.post(
+                        f"/api/v1/workflows/{workflow_id}/events", json=batch
+                    )
+                    assert response.status_code == 202
+                    for _ in range(10):
+                        await receive_json(healthy)
+                process.send_signal(signal.SIGTERM)
+                started = trio.current_time()
+                with pytest.raises(ConnectionClosed) as info, trio.fail_after(10):
+                    await healthy.get_message()
+                assert info.value.reason is not None
+                assert info.value.reason.code == 1001
+            with trio.fail_after(10):
+                assert await process.wait() == 0
+            assert trio.current_time() - started <= grace + 1.0

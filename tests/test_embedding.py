@@ -89,7 +89,7 @@ async def test_full_inbox_times_out_with_503(autojump_clock: trio.testing.MockCl
         retention_seconds=60,
         publish_timeout=2,
         max_subscribers=10,
-        on_frame=lambda frame: None,
+        on_frames=lambda frames: None,
         on_exit=lambda actor: None,
         inbox_size=1,
     )

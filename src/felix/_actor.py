@@ -115,8 +115,8 @@ class WorkflowActor:
     retention_seconds: float
     publish_timeout: float
     max_subscribers: int
-    #: Called with every frame this workflow publishes (the system stream).
-    on_frame: Callable[[Frame], None]
+    #: Called with the frames of every publish (feeds the system stream).
+    on_frames: Callable[[list[Frame]], None]
     #: Called once when the actor ends, so the hub forgets the workflow.
     on_exit: Callable[[WorkflowActor], None]
     inbox_size: int = 256
@@ -201,11 +201,12 @@ class WorkflowActor:
 
     def _fan_out(self, events: list[Event]) -> None:
         subscribers = self._subscribers
-        for event in events:
-            frame = event.frame
-            dropped = [sub for sub in subscribers if not sub.offer(frame)]
-            subscribers.difference_update(dropped)
-            self.on_frame(frame)
+        frames = [event.frame for event in events]
+        # One offer per subscriber per publish: the per-subscriber work of a
+        # batch is one call, and a batch is never split by the buffer policy.
+        dropped = [sub for sub in subscribers if not sub.offer(frames)]
+        subscribers.difference_update(dropped)
+        self.on_frames(frames)
         if self.state.terminal:
             reason = f"workflow {self.state.status}"
             for subscription in subscribers:

@@ -154,7 +154,7 @@ class Hub:
             retention_seconds=settings.retention_seconds,
             publish_timeout=settings.publish_timeout,
             max_subscribers=settings.max_connections_per_workflow,
-            on_frame=self._to_system,
+            on_frames=self._to_system,
             on_exit=self._forget,
             inbox_size=settings.inbox_size,
         )
@@ -262,8 +262,9 @@ class Hub:
         """
         frame = validate_broadcast(event, datetime.now(UTC), self.settings.max_event_bytes)
         delivered = 0
+        frames = [frame]
         for subscription in list(self._connections.values()):
-            if subscription.wants(frame.type) and subscription.offer(frame):
+            if subscription.wants(frame.type) and subscription.offer(frames):
                 delivered += 1
         return delivered
 
@@ -281,10 +282,10 @@ class Hub:
             error.details.pop("index", None)
             raise
 
-    def _to_system(self, frame: Frame) -> None:
+    def _to_system(self, frames: builtins.list[Frame]) -> None:
         if not self._system:
             return
-        dropped = [sub for sub in self._system if not sub.offer(frame)]
+        dropped = [sub for sub in self._system if not sub.offer(frames)]
         self._system.difference_update(dropped)
 
     # --- subscribing ---------------------------------------------------------

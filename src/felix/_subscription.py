@@ -1,12 +1,17 @@
 """One subscriber: a bounded outgoing buffer, a type filter and its end.
 
 The workflow actor (and the hub, for broadcasts) put frames in with the
-non-blocking :meth:`Subscription.offer`; the connection's writer takes them out
-in batches with :meth:`Subscription.receive_batch`. A buffer that would grow
-past its byte or frame limit is emptied at once and the subscription ends with
-close code 4008, so a slow reader costs bounded memory and never slows the
-actor or the other subscribers (starbelly's resource monitor evicts on
-``WouldBlock`` the same way).
+non-blocking :meth:`Subscription.offer`, once per publish; the connection's
+writer takes them out in batches with :meth:`Subscription.receive_batch`.
+
+The policy at the limit: when a publish arrives and the subscriber's backlog
+is already past its byte or frame budget, the buffer is emptied at once and
+the subscription ends with close code 4008. A publish is never split, so one
+large batch does not cut off a reader that keeps up; the memory held for one
+subscriber is therefore at most its budget plus one publish (itself bounded
+by the request body and batch limits). A slow reader costs bounded memory and
+never slows the actor or the other subscribers (starbelly's resource monitor
+evicts on ``WouldBlock`` the same way).
 """
 
 from __future__ import annotations
@@ -100,23 +105,26 @@ class Subscription:
         """Whether this subscriber's ``types=`` filter lets a frame through."""
         return self.types is None or frame_type in self.types
 
-    def offer(self, frame: Frame, *, control: bool = False) -> bool:
-        """Queue a frame without waiting; ``control`` frames skip the filter.
+    def offer(self, frames: list[Frame], *, control: bool = False) -> bool:
+        """Queue one publish's frames without waiting; ``control`` skips the filter.
 
         Returns False when the subscription no longer takes frames (it ended,
-        or this frame overflowed its buffer and ended it with 4008), so the
-        caller can forget it.
+        or its backlog was already past its budget, which ends it with 4008),
+        so the caller can forget it.
         """
         if not self.active:
             return False
-        if not control and not self.wants(frame.type):
-            return True
-        if len(self._queue) >= self.max_frames or self._queued_bytes + frame.size > self.max_bytes:
+        if len(self._queue) > self.max_frames or self._queued_bytes > self.max_bytes:
             self.kick(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
-        self._queue.append(frame)
-        self._queued_bytes += frame.size
-        self._lot.unpark_all()
+        queued = False
+        for frame in frames:
+            if control or self.types is None or frame.type in self.types:
+                self._queue.append(frame)
+                self._queued_bytes += frame.size
+                queued = True
+        if queued:
+            self._lot.unpark_all()
         return True
 
     def finish(self, code: int, reason: str) -> None:

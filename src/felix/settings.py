@@ -66,6 +66,12 @@ class Settings:
     max_connections_per_workflow: int = attrs.field(default=1000, validator=_positive)
     #: Seconds between server pings on each WebSocket.
     ping_interval: float = attrs.field(default=20.0, validator=_positive)
+    #: Seconds to wait for any answer to a ping before dropping the peer.
+    ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds one socket write may take before the connection is aborted.
+    send_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Negotiate permessage-deflate when a client offers it.
+    ws_compression: bool = False
     #: Seconds open connections get to drain before shutdown closes them.
     shutdown_grace: float = attrs.field(default=5.0, validator=_positive)
     #: Seconds an idle keep-alive HTTP connection stays open.
@@ -211,6 +217,24 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_PING_INTERVAL",
         "number",
         "Seconds between server pings on each WebSocket.",
+    ),
+    "ping_timeout": (
+        "FELIX_PING_TIMEOUT",
+        "number",
+        "Seconds to wait for any answer to a ping; a silent peer is dropped, so a dead one "
+        "goes within FELIX_PING_INTERVAL + FELIX_PING_TIMEOUT.",
+    ),
+    "send_timeout": (
+        "FELIX_SEND_TIMEOUT",
+        "number",
+        "Seconds one socket write may take; a client that stops reading is then disconnected "
+        "(TCP reset).",
+    ),
+    "ws_compression": (
+        "FELIX_WS_COMPRESSION",
+        "boolean",
+        "Negotiate permessage-deflate when a client offers it (costs a zlib pass per message "
+        "per subscriber; off by default).",
     ),
     "shutdown_grace": (
         "FELIX_SHUTDOWN_GRACE",

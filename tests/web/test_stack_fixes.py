@@ -18,9 +18,19 @@ from hypercorn.config import Config
 from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
+import felix
 from felix import fix_trio_websocket_leaks
+from felix.web import hypercorn_patches
 from felix.web.fix_http_close import close_http_connections
-from tests.conftest import Server, StartServer, create_workflow, publish, receive_json
+from tests.conftest import (
+    Server,
+    StartServer,
+    create_workflow,
+    publish,
+    raw_websocket,
+    receive_json,
+    wait_until,
+)
 
 # --- quart-trio + Hypercorn: HTTP connections never closed ------------------------
 
@@ -170,3 +180,110 @@ async def test_access_log_never_shows_keys(
     for leaked in (secret, "wrong-key-5678"):
         assert leaked not in out
         assert leaked not in err
+
+
+# --- Hypercorn: writes without deadline, pongs ignored, deflate always accepted ----------
+
+
+@pytest.fixture
+def stock_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Serve with the Hypercorn fixes switched off (their classes act as stock)."""
+    import felix.web.app
+
+    original = felix.web.app.hypercorn_config
+
+    def without_fixes(settings: felix.Settings) -> Any:
+        config = original(settings)
+        config.felix_send_timeout = None
+        config.felix_ping_timeout = None
+        config.felix_compression = True
+        return config
+
+    monkeypatch.setattr(felix.web.app, "hypercorn_config", without_fixes)
+
+
+async def test_serving_installs_the_patches(server: Server) -> None:
+    # If a Hypercorn upgrade renames what install() rebinds, this fails
+    # rather than the fixes silently doing nothing.
+    import hypercorn.protocol.h11
+    import hypercorn.trio.run
+
+    from felix.web.fix_dead_peers import DeadPeerWSStream
+    from felix.web.fix_send_deadline import DeadlineTCPServer
+
+    assert hypercorn_patches.installed()
+    assert getattr(hypercorn.trio.run, "TCPServer") is DeadlineTCPServer  # noqa: B009
+    assert getattr(hypercorn.protocol.h11, "WSStream") is hypercorn_patches.FelixWSStream  # noqa: B009
+    # The methods overridden must still exist upstream, or the override is dead code.
+    for cls, names in (
+        (DeadlineTCPServer, ("protocol_send", "run")),
+        (DeadPeerWSStream, ("handle", "_send_pings", "_send_wsproto_event")),
+    ):
+        for name in names:
+            assert hasattr(cls.__mro__[1], name), (cls, name)
+
+
+async def fill_until_stalled(server: Server, client: Any, workflow_id: str) -> None:
+    """Publish large events until the subscriber's writer is stuck in a write."""
+    [subscription] = server.hub._connections.values()
+    with trio.fail_after(30):
+        sent = 0
+        while subscription.buffered_bytes < 2_000_000:
+            await publish(
+                client, workflow_id, [{"type": "synthesis", "content": "x" * 30_000}] * 10
+            )
+            sent += 10
+
+
+@pytest.mark.usefixtures("stock_hypercorn")
+async def test_stalled_reader_pins_its_connection_without_the_fix(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(send_timeout=0.2, subscriber_buffer_bytes=64 * 1024 * 1024)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        sock, _ = await raw_websocket(
+            server.http, f"/api/v1/ws/workflows/{workflow_id}", rcvbuf=4096
+        )
+        with sock:
+            await fill_until_stalled(server, client, workflow_id)
+            await trio.sleep(1)  # five send timeouts: nothing ends it
+            assert server.hub.connection_count() == 1
+        # Closing the client's socket is what finally frees the task.
+
+
+async def test_stalled_reader_is_freed_with_the_fix(start_server: StartServer) -> None:
+    server = await start_server(send_timeout=0.2, subscriber_buffer_bytes=64 * 1024 * 1024)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        sock, _ = await raw_websocket(
+            server.http, f"/api/v1/ws/workflows/{workflow_id}", rcvbuf=4096
+        )
+        with sock:
+            await fill_until_stalled(server, client, workflow_id)
+            await wait_until(lambda: server.hub.connection_count() == 0, timeout=3)
+
+
+@pytest.mark.usefixtures("stock_hypercorn")
+async def test_silent_peer_is_kept_without_the_fix(start_server: StartServer) -> None:
+    server = await start_server(ping_interval=0.1, ping_timeout=0.1)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+    sock, _ = await raw_websocket(server.http, f"/api/v1/ws/workflows/{workflow_id}")
+    with sock:
+        await trio.sleep(1)  # ten pings unanswered
+        assert server.hub.connection_count() == 1
+
+
+@pytest.mark.usefixtures("stock_hypercorn")
+async def test_deflate_is_accepted_without_the_fix(start_server: StartServer) -> None:
+    server = await start_server(ws_compression=False)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+    sock, answer = await raw_websocket(
+        server.http,
+        f"/api/v1/ws/workflows/{workflow_id}",
+        headers="Sec-WebSocket-Extensions: permessage-deflate\r\n",
+    )
+    with sock:
+        assert b"permessage-deflate" in answer.lower()

@@ -7,7 +7,6 @@ from collections.abc import Awaitable, Callable
 
 import hypercorn.trio
 import trio
-from hypercorn.config import Config
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -18,12 +17,17 @@ from felix.settings import Settings
 from felix.web.access_log import RedactingLogger
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.fix_http_close import close_http_connections
+from felix.web.fix_send_deadline import abort_stalled_writes
+from felix.web.hypercorn_patches import FelixConfig, install
 from felix.web.rest import api
 from felix.web.ws import WebSocketRouter
 
 __all__ = ["create_app", "hypercorn_config", "serve"]
 
 logger = logging.getLogger("felix.web")
+
+#: Seconds granted to the close frames still being written after the grace period.
+_LAST_WRITES = 0.2
 
 #: Paths served without the API key (probes).
 _OPEN_PATHS = frozenset({"/healthz"})
@@ -101,9 +105,12 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
     return app
 
 
-def hypercorn_config(settings: Settings) -> Config:
-    """The Hypercorn configuration Felix runs with."""
-    config = Config()
+def hypercorn_config(settings: Settings) -> FelixConfig:
+    """The Hypercorn configuration Felix runs with (and its fixes read)."""
+    config = FelixConfig()
+    config.felix_send_timeout = settings.send_timeout
+    config.felix_ping_timeout = settings.ping_timeout
+    config.felix_compression = settings.ws_compression
     config.bind = [f"{settings.host}:{settings.port}"]
     config.logger_class = RedactingLogger
     config.accesslog = "-" if settings.access_log else None
@@ -129,12 +136,15 @@ async def serve(
     """Serve ``hub`` over HTTP and WebSocket with Hypercorn's trio worker.
 
     Calls ``task_status.started(binds)`` with the bound URLs once listening.
-    When ``shutdown_trigger`` returns (or the task is cancelled), new
-    WebSockets are refused with 503, open ones drain and close with 1001
-    within ``settings.shutdown_grace``, then Hypercorn stops.
+    When ``shutdown_trigger`` returns, new WebSockets are refused with 503,
+    open ones drain and close with 1001 within ``settings.shutdown_grace``;
+    connections whose client stopped reading are then reset, and Hypercorn
+    stops. Installs Felix's Hypercorn fixes (:mod:`felix.web.hypercorn_patches`).
     """
     settings = settings or hub.settings
+    install()
     app = create_app(hub, settings)
+    config = hypercorn_config(settings)
 
     async def trigger() -> None:
         if shutdown_trigger is None:
@@ -142,7 +152,8 @@ async def serve(
         else:
             await shutdown_trigger()
         await hub.shutdown(settings.shutdown_grace)
+        # Whatever is still writing now writes to a client that stopped
+        # reading: it must not hold the process past the grace period.
+        abort_stalled_writes(config, within=_LAST_WRITES)
 
-    await hypercorn.trio.serve(
-        app, hypercorn_config(settings), shutdown_trigger=trigger, task_status=task_status
-    )
+    await hypercorn.trio.serve(app, config, shutdown_trigger=trigger, task_status=task_status)

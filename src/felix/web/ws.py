@@ -161,11 +161,11 @@ def _answer(sub: Subscription, message: Message) -> None:
             "message": "binary frames are not understood; send JSON text",
         }
     elif text == "ping":
-        sub.offer(_PONG, control=True)
+        sub.offer([_PONG], control=True)
         return
     else:
         reply = _command_reply(text)
-    sub.offer(make_frame(reply), control=True)
+    sub.offer([make_frame(reply)], control=True)
 
 
 def _command_reply(text: str) -> dict[str, Any]:

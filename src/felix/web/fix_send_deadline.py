@@ -1,0 +1,103 @@
+"""Stack fix: Hypercorn's socket writes have no deadline.
+
+The defect (Hypercorn 0.18, trio worker): ``TCPServer.protocol_send`` writes
+with ``send_all`` inside a *shielded* cancel scope and no deadline. A client
+that stops reading but keeps its TCP connection open fills the kernel's
+buffers, and the write then blocks forever: no cancel scope reaches it, the
+connection task is pinned, the WebSocket app above it cannot even send its
+close frame, and graceful shutdown waits for it (a 2 s graceful timeout was
+seen to take 24 s).
+
+The fix gives every write a deadline (``FELIX_SEND_TIMEOUT``): when it passes,
+the TCP connection is aborted (reset, not closed politely, since the peer is
+not reading) and Hypercorn is told the connection closed, so the app gets its
+disconnect and every task of the connection ends. At shutdown,
+:func:`abort_stalled_writes` pulls every deadline in, so stalled clients
+cannot hold the process past its grace period.
+
+Installed by :func:`felix.web.hypercorn_patches.install`;
+``tests/web/test_stack_fixes.py`` shows the pinned task without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import struct
+from typing import Any
+
+import trio
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.tcp_server import TCPServer
+
+__all__ = ["DeadlineTCPServer", "abort_stalled_writes"]
+
+
+class DeadlineTCPServer(TCPServer):
+    """Hypercorn's TCP connection handler, with a deadline on every write.
+
+    Behaves exactly like Hypercorn's own unless its config carries
+    ``felix_send_timeout`` (see :class:`felix.web.hypercorn_patches.FelixConfig`).
+    """
+
+    _felix_send_scope: trio.CancelScope | None = None
+
+    async def run(self) -> None:
+        registry: set[DeadlineTCPServer] | None = getattr(self.config, "felix_servers", None)
+        if registry is not None:
+            registry.add(self)
+        try:
+            await super().run()
+        finally:
+            if registry is not None:
+                registry.discard(self)
+
+    async def protocol_send(self, event: Event) -> None:
+        timeout: float | None = getattr(self.config, "felix_send_timeout", None)
+        if timeout is None or not isinstance(event, RawData):
+            await super().protocol_send(event)
+            return
+        async with self.send_lock:
+            # Shielded like Hypercorn's own write, so a cancelled app task
+            # never leaves half a frame on the wire, but no longer unbounded.
+            with trio.CancelScope(shield=True) as scope:
+                cap: float = getattr(self.config, "felix_send_deadline_cap", math.inf)
+                scope.deadline = min(trio.current_time() + timeout, cap)
+                self._felix_send_scope = scope
+                try:
+                    await self.stream.send_all(event.data)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    await self.protocol.handle(Closed())
+                    return
+                finally:
+                    self._felix_send_scope = None
+            if scope.cancelled_caught:
+                await self._felix_abort()
+
+    def felix_abort_now(self) -> None:
+        """Make a write in progress give up at once (used at shutdown)."""
+        if self._felix_send_scope is not None:
+            self._felix_send_scope.cancel()
+
+    async def _felix_abort(self) -> None:
+        # A peer that does not read gets a reset: a polite close would queue
+        # a FIN behind the data it is not reading.
+        sock: Any = getattr(self.stream, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()
+            await self.protocol.handle(Closed())
+
+
+def abort_stalled_writes(config: Any, within: float) -> None:
+    """Give every write on ``config``'s connections at most ``within`` more seconds.
+
+    Writes already waiting are aborted at once; later ones get the short
+    deadline. Called when the shutdown grace period is over.
+    """
+    config.felix_send_deadline_cap = trio.current_time() + within
+    for server in list(getattr(config, "felix_servers", ())):
+        server.felix_abort_now()

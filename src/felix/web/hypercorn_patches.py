@@ -1,0 +1,65 @@
+"""Where Felix's fixes to Hypercorn are put together and installed.
+
+Each fix lives in its own module (``fix_send_deadline``, ``fix_dead_peers``,
+``fix_permessage_deflate``) as a subclass of a Hypercorn class. Hypercorn
+builds those objects itself, deep inside its trio worker, so :func:`install`
+rebinds the names it looks them up by. The rebinding is process-wide, which is
+why each subclass behaves exactly like Hypercorn's own unless the config is a
+:class:`FelixConfig`: another Hypercorn app in the same process is unaffected.
+
+The names rebound are internal, so Hypercorn is pinned below 0.19 and
+``tests/web/test_stack_fixes.py`` checks that the patched classes are the ones
+serving connections.
+"""
+
+from __future__ import annotations
+
+import math
+
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+import hypercorn.trio.run
+from hypercorn.config import Config
+
+from felix.web.fix_dead_peers import DeadPeerWSStream
+from felix.web.fix_permessage_deflate import CompressionSettingWSStream
+from felix.web.fix_send_deadline import DeadlineTCPServer
+
+__all__ = ["FelixConfig", "FelixWSStream", "install", "installed"]
+
+
+class FelixWSStream(DeadPeerWSStream, CompressionSettingWSStream):
+    """Hypercorn's WebSocket stream with both of Felix's fixes."""
+
+
+class FelixConfig(Config):
+    """Hypercorn's config plus what Felix's fixes read."""
+
+    #: Seconds a socket write may take before the connection is aborted.
+    felix_send_timeout: float | None = None
+    #: Seconds to wait for any answer to a ping before dropping the peer.
+    felix_ping_timeout: float | None = None
+    #: Whether to negotiate permessage-deflate when a client offers it.
+    felix_compression: bool = True
+    #: No write may last past this moment (pulled in at shutdown).
+    felix_send_deadline_cap: float = math.inf
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.felix_servers: set[DeadlineTCPServer] = set()
+
+
+def install() -> None:
+    """Rebind Hypercorn's TCP server and WebSocket stream classes. Idempotent."""
+    setattr(hypercorn.trio.run, "TCPServer", DeadlineTCPServer)  # noqa: B010
+    setattr(hypercorn.protocol.h11, "WSStream", FelixWSStream)  # noqa: B010
+    setattr(hypercorn.protocol.h2, "WSStream", FelixWSStream)  # noqa: B010
+
+
+def installed() -> bool:
+    """Whether :func:`install` is in effect."""
+    return (
+        getattr(hypercorn.trio.run, "TCPServer", None) is DeadlineTCPServer
+        and getattr(hypercorn.protocol.h11, "WSStream", None) is FelixWSStream
+        and getattr(hypercorn.protocol.h2, "WSStream", None) is FelixWSStream
+    )
