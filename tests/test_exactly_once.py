@@ -118,9 +118,9 @@ async def run(operations: list[tuple[Any, ...]]) -> None:
         assert hub.connections() == []
 
 
-@settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operation, max_size=40))
-def test_every_client_sees_each_seq_at_most_once_in_order(operations: list[tuple[Any, ...]]) -> None:
+def test_every_client_sees_each_seq_at_most_once_in_order(
+    operations: list[tuple[Any, ...]],
+) -> None:
     trio.run(run, operations)

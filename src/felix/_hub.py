@@ -202,6 +202,20 @@ class Hub:
         """Retained events with ``seq > after``, oldest first, at most ``limit``."""
         return self._actor(workflow_id).state.events_after(after, limit)
 
+    def statistics(self) -> dict[str, Any]:
+        """Counts for operators: workflows by status, connections, subscribers."""
+        by_status = dict.fromkeys(STATUSES, 0)
+        for actor in self._actors.values():
+            by_status[actor.state.status] += 1
+        return {
+            "workflows": len(self._actors),
+            "workflows_by_status": by_status,
+            "connections": len(self._connections),
+            "system_subscribers": len(self._system),
+            "buffered_bytes": sum(sub.buffered_bytes for sub in self._connections.values()),
+            "accepting": self._accepting,
+        }
+
     def actor_statistics(self) -> builtins.list[dict[str, Any]]:
         """Per-actor inbox and subscriber figures, for operators."""
         return [actor.statistics() for actor in self._actors.values()]

@@ -43,6 +43,8 @@ class ConnectionInfo:
     remote: str | None
     connected_at: str
     messages_sent: int
+    #: Bytes of live events waiting to be sent to this connection.
+    buffered_bytes: int = 0
 
 
 @attrs.define(eq=False)
@@ -86,6 +88,7 @@ class Subscription:
             remote=self.remote,
             connected_at=self.connected_at,
             messages_sent=self.messages_sent,
+            buffered_bytes=self._queued_bytes,
         )
 
     # --- producer side (never blocks) ---------------------------------------

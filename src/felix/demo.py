@@ -15,7 +15,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from felix import fix_trio_websocket_leaks
+from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
 from felix._hub import open_hub
 from felix.settings import Settings
 from felix.web import serve
@@ -100,6 +100,7 @@ def describe(event: dict[str, Any]) -> str:
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
     """Run the demo; returns the process exit status (0 on success)."""
     fix_trio_websocket_leaks.install()
+    fix_trio_websocket_pong.install()
     async with open_hub(settings) as hub, trio.open_nursery() as nursery:
         binds = await nursery.start(serve, hub, settings)
         base = binds[0]

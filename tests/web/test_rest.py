@@ -296,3 +296,13 @@ async def test_healthz_is_503_while_draining(server: Server, client: httpx.Async
     response = await client.get("/healthz")
     assert (response.status_code, response.json()) == (503, {"status": "shutting_down"})
     error_of(await client.post("/api/v1/workflows"), 503)
+
+
+async def test_stats(client: httpx.AsyncClient) -> None:
+    await create_workflow(client)
+    stats = (await client.get("/api/v1/stats")).json()
+    assert stats["workflows"] == 1
+    assert stats["workflows_by_status"]["pending"] == 1
+    assert stats["connections"] == 0
+    assert stats["tasks"] > 0
+    assert stats["rss_bytes"] > 0

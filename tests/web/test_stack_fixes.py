@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 import felix
-from felix import fix_trio_websocket_leaks
+from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
 from felix.web import hypercorn_patches
 from felix.web.fix_http_close import close_http_connections
 from tests.conftest import (
@@ -287,3 +287,72 @@ async def test_deflate_is_accepted_without_the_fix(start_server: StartServer) ->
     )
     with sock:
         assert b"permessage-deflate" in answer.lower()
+
+
+# --- trio-websocket: a ping crossing the client's Close crashes the reader -----------------
+
+
+async def ping_during_close_server(
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A one-shot server that answers the client's Close with a Ping first."""
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.events import AcceptConnection, CloseConnection, Request
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    task_status.started(listener.getsockname()[1])
+    sock, _ = await listener.accept()
+    with sock, listener:
+        ws = WSConnection(ConnectionType.SERVER)
+        while True:
+            data = await sock.recv(65536)
+            if not data:
+                return
+            ws.receive_data(data)
+            for event in ws.events():
+                if isinstance(event, Request):
+                    await sock.send(ws.send(AcceptConnection()))
+                elif isinstance(event, CloseConnection):
+                    # As if the ping had left before the Close arrived (wsproto
+                    # itself would refuse to build it now): FIN + ping, 4 bytes.
+                    await sock.send(b"\x89\x04late")
+                    await sock.send(ws.send(event.response()))
+                    return
+
+
+async def leave_while_pinged(nursery: trio.Nursery) -> None:
+    from trio_websocket import open_websocket_url
+
+    port = await nursery.start(ping_during_close_server)
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/"):
+        pass
+
+
+@pytest.fixture
+def unpatched_ping_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    original: Any = WebSocketConnection._handle_ping_event
+    monkeypatch.setattr(WebSocketConnection, "_handle_ping_event", original.__wrapped__)
+
+
+async def leaves_cleanly() -> bool:
+    """True if the client returns normally and its caller's nursery survives."""
+    returned = False
+    with trio.move_on_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.sleep_forever)  # a neighbour of the client
+            await leave_while_pinged(nursery)
+            returned = True
+            nursery.cancel_scope.cancel()
+    return returned
+
+
+@pytest.mark.usefixtures("unpatched_ping_handler")
+async def test_late_ping_cancels_the_callers_nursery_without_the_fix() -> None:
+    assert not await leaves_cleanly()
+
+
+async def test_late_ping_is_ignored_with_the_fix() -> None:
+    assert fix_trio_websocket_pong.installed()
+    assert await leaves_cleanly()

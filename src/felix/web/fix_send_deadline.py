@@ -67,7 +67,13 @@ class DeadlineTCPServer(TCPServer):
                 self._felix_send_scope = scope
                 try:
                     await self.stream.send_all(event.data)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                except (
+                    trio.BrokenResourceError,
+                    trio.ClosedResourceError,
+                    # Hypercorn's _close() sends EOF without the send lock, so a
+                    # write racing a close finds the stream busy: it is closing.
+                    trio.BusyResourceError,
+                ):
                     await self.protocol.handle(Closed())
                     return
                 finally:

@@ -7,8 +7,10 @@ the contract's ``{"error", "message"}`` bodies by the app's error handler.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, current_app, jsonify, request
 
 from felix._core.events import decode_json
@@ -174,6 +176,34 @@ async def broadcast() -> Response:
     return _json({"accepted": 1, "delivered": delivered}, 202)
 
 
+@api.get("/stats")
+async def stats() -> Response:
+    """Operator figures: the hub's counts plus this process's tasks and memory."""
+    figures = _hub().statistics()
+    figures["tasks"] = _task_count()
+    figures["rss_bytes"] = _rss_bytes()
+    return _json(figures, 200)
+
+
+def _task_count() -> int:
+    root = trio.lowlevel.current_root_task()
+    pending = [root] if root is not None else []
+    count = 0
+    while pending:
+        task = pending.pop()
+        count += 1
+        pending.extend(child for nursery in task.child_nurseries for child in nursery.child_tasks)
+    return count
+
+
+def _rss_bytes() -> int | None:
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None  # not Linux
+
+
 @api.get("/connections")
 async def list_connections() -> Response:
     """Every open WebSocket connection with its metadata."""
@@ -187,6 +217,7 @@ async def list_connections() -> Response:
                     "remote": info.remote,
                     "connected_at": info.connected_at,
                     "messages_sent": info.messages_sent,
+                    "buffered_bytes": info.buffered_bytes,
                 }
                 for info in connections
             ],
