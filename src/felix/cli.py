@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import trio
 
+from felix import bench
 from felix._hub import open_hub
+from felix.cli_tools import add_commands
 from felix.demo import run_demo
 from felix.settings import Settings, SettingsError
 from felix.web import serve
@@ -54,6 +56,10 @@ async def run_server(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``felix`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Handed over whole: the bench has its own parser and --help.
+        return bench.main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="felix", description="Real-time event streams for multi-agent workflows."
     )
@@ -69,7 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo_parser.add_argument(
         "--delay", type=float, default=0.15, help="seconds between published events"
     )
+    add_commands(commands)
+    bench_parser = commands.add_parser(
+        "bench",
+        help="benchmark Felix against the seed-style server (felix bench --help)",
+        add_help=False,
+    )
+    bench_parser.add_argument("options", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if args.command not in ("serve", "demo"):
+        status: int = args.func(args)
+        return status
     try:
         if args.command == "serve":
             settings = Settings.from_env(host=args.host, port=args.port)
