@@ -36,3 +36,20 @@ def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs, failing on broken links."""
     session.install("mkdocs>=1.6")
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Bounded soak: hundreds of clients joining, stalling and resuming (about 2 minutes)."""
+    session.install("-e", ".")
+    session.run("python", "soak/soak.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark Felix against the seed-style server (needs Node.js and npm; about 6 minutes).
+
+    Options go after --: ``nox -s bench -- --quick``, ``nox -s bench -- --scenario fanout``.
+    """
+    session.install("-e", ".", "matplotlib")
+    session.run("python", "-m", "felix.bench", *session.posargs)

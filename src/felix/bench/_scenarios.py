@@ -1,0 +1,613 @@
+"""The scenarios, and how one run of a scenario against one server goes.
+
+A run: start a fresh server (pinned to its CPU), create the workflows, start
+the subscriber processes and connect them, start the publisher (whose canary
+subscribers bound how far it runs ahead in ``max`` mode), measure CPU from
+``go`` until every subscriber has checked its last event, then stop
+everything. Each subscriber checks that it got every event exactly once and
+in order, by the publisher's own sequence number ``n`` (the seed-style
+server assigns no ``seq``); on Felix it also checks ``seq`` against ``n``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+from felix.bench._procs import (
+    BenchError,
+    Children,
+    NodeProc,
+    Pinning,
+    cpu_seconds,
+    rss_bytes,
+    runqueue_wait_seconds,
+    wait_events,
+)
+from felix.bench._servers import Server, ServerSetup, create_workflows, running_server
+from felix.bench._stats import percentiles, read_samples
+
+__all__ = ["SCENARIOS", "Check", "Context", "Metric", "Plan", "RunResult", "Scenario", "run_once"]
+
+#: Characters of padding in each event's ``content``: with the other fields an
+#: event body is ~100 bytes, the size the calibration notes measured.
+EVENT_PAD: Final = 24
+MIB: Final = 1024 * 1024
+#: How long subscribers may take to catch up once the publisher stops.
+DRAIN_MS: Final = 20_000
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One measured quantity; ``target`` is a bound on the felix/seed ratio."""
+
+    key: str
+    label: str
+    unit: str
+    higher_is_better: bool
+    target: float | None = None
+    digits: int = 0
+
+    def target_text(self) -> str:
+        """The target as the table shows it, e.g. ``>= 2.0x``."""
+        if self.target is None:
+            return ""
+        return f"{'>=' if self.higher_is_better else '<='} {self.target:g}x"
+
+    def meets(self, ratio: float) -> bool | None:
+        """Whether ``ratio`` meets the target; None without a target or a ratio."""
+        if self.target is None or not math.isfinite(ratio):
+            return None
+        return ratio >= self.target if self.higher_is_better else ratio <= self.target
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run of a scenario does (the quick profile makes it shorter)."""
+
+    workflows: int
+    #: Subscribers per workflow, the publisher's canary included (idle: the
+    #: measured connections, canaries come after the measurement).
+    subscribers: int
+    #: ``max``: as fast as the window allows; ``rate``: events/s per
+    #: workflow; ``count``: ``count`` events per workflow, one request at a time.
+    mode: str
+    batch: int = 1
+    #: Publisher streams per workflow, each with one request in flight and
+    #: its own numbering; several keep a server busy between requests.
+    streams: int = 1
+    duration_s: float = 0.0
+    rate: float = 0.0
+    count: int = 0
+    #: ``max`` mode: events the publisher may be ahead of its canary.
+    window: int = 0
+    idle: bool = False
+    storm_clients: int = 0
+    sub_procs: int = 2
+    connect_concurrency: int = 32
+    warmup: int = 0
+    settle_s: float = 2.0
+
+    def describe(self) -> str:
+        """A one-line summary for the report."""
+        parts = [f"{self.workflows} workflow(s) x {self.subscribers} subscriber(s)"]
+        if self.mode == "max":
+            parts.append(f"as fast as possible for {self.duration_s:g} s")
+            parts.append(f"{self.batch} event(s)/publish, window {self.window} events")
+        elif self.mode == "rate":
+            parts.append(f"{self.rate:g} events/s per workflow for {self.duration_s:g} s")
+        else:
+            parts.append(f"then {self.count} event(s) per workflow to check them")
+        if self.streams > 1:
+            parts.append(f"{self.streams} publishes in flight per workflow")
+        if self.storm_clients:
+            parts.append(f"{self.storm_clients} clients connecting and disconnecting")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named scenario: what it shows, its metrics, its plan per profile."""
+
+    name: str
+    title: str
+    summary: str
+    metrics: tuple[Metric, ...]
+    full: Plan
+    quick: Plan
+
+    def plan(self, quick: bool) -> Plan:
+        """The plan of the chosen profile."""
+        return self.quick if quick else self.full
+
+
+@dataclass
+class Check:
+    """The correctness audit of one run, summed over every subscriber."""
+
+    subscribers: int = 0
+    expected: int = 0
+    delivered: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    unexpected: int = 0
+    seq_errors: int = 0
+    closed_early: int = 0
+    connect_failures: int = 0
+    publish_errors: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Every subscriber got every event exactly once, in order, and nothing broke."""
+        problems = (
+            self.lost,
+            self.duplicates,
+            self.reordered,
+            self.unexpected,
+            self.seq_errors,
+            self.closed_early,
+            self.connect_failures,
+            self.publish_errors,
+        )
+        return self.expected > 0 and self.delivered == self.expected and not any(problems)
+
+    def describe(self) -> str:
+        """``ok`` or what went wrong, in numbers."""
+        if self.ok:
+            return f"ok: {self.delivered} deliveries to {self.subscribers} subscribers"
+        parts = [
+            f"{value} {name}"
+            for name, value in (
+                ("lost", self.lost),
+                ("duplicated", self.duplicates),
+                ("reordered", self.reordered),
+                ("unexpected", self.unexpected),
+                ("seq errors", self.seq_errors),
+                ("closed by the server", self.closed_early),
+                ("connect failures", self.connect_failures),
+                ("publish errors", self.publish_errors),
+            )
+            if value
+        ]
+        return "FAILED: " + (", ".join(parts) or f"{self.delivered}/{self.expected} delivered")
+
+
+@dataclass
+class RunResult:
+    """One run of one scenario against one server."""
+
+    scenario: str
+    server: str
+    round: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    check: Check = field(default_factory=Check)
+    info: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """The run completed and its correctness check passed."""
+        return self.error is None and self.check.ok
+
+
+@dataclass
+class Context:
+    """What every run needs: processes, pinning, servers, paths, options."""
+
+    children: Children
+    pinning: Pinning
+    setup: ServerSetup
+    node: str
+    loadgen: Path
+    logs: Path
+    scratch: Path
+    deflate: bool
+    say: Callable[[str], None]
+
+    def spawn_node(self, name: str, config: Mapping[str, Any]) -> NodeProc:
+        """Start one generator process (pinned to the generator CPU)."""
+        log = self.logs / f"{name}.log"
+        proc = self.children.spawn(
+            [self.node, str(self.loadgen), json.dumps(dict(config))],
+            cpu=self.pinning.generator_cpu,
+            log=log,
+            pipes=True,
+        )
+        return NodeProc(name, proc, log)
+
+
+# ---- the scenarios ------------------------------------------------------------
+
+_DELIVERIES = Metric("deliveries_per_s", "deliveries/s", "1/s", higher_is_better=True)
+_P50 = Metric("latency_p50_ms", "latency p50", "ms", higher_is_better=False, digits=2)
+_P90 = Metric("latency_p90_ms", "latency p90", "ms", higher_is_better=False, digits=2)
+_P99 = Metric("latency_p99_ms", "latency p99", "ms", higher_is_better=False, digits=2)
+_MAX = Metric("latency_max_ms", "latency max", "ms", higher_is_better=False, digits=2)
+_EVENTS = Metric("events_per_s", "events published/s", "1/s", higher_is_better=True)
+_LAG = Metric(
+    "publish_lag_max_ms",
+    "publisher behind schedule, max",
+    "ms",
+    higher_is_better=False,
+)
+_US_PER_DELIVERY = Metric(
+    "server_us_per_delivery", "server CPU per delivery", "us", higher_is_better=False, digits=1
+)
+_SERVER_CPU = Metric("server_cpu_pct", "server CPU", "% of a core", higher_is_better=False)
+_SERVER_WAIT = Metric(
+    "server_wait_pct", "server waiting for its CPU", "% of time", higher_is_better=False
+)
+_GENERATOR_CPU = Metric(
+    "generator_cpu_pct", "generator CPU (all procs)", "% of a core", higher_is_better=False
+)
+#: Shown for every scenario after its own metrics.
+COMMON_METRICS: Final = (_SERVER_CPU, _SERVER_WAIT, _GENERATOR_CPU)
+
+_FANOUT = Plan(workflows=1, subscribers=100, mode="max", streams=4, duration_s=5.0, window=100)
+_FANOUT_BATCH = replace(_FANOUT, batch=10, window=200)
+_MANY = Plan(workflows=100, subscribers=5, mode="max", duration_s=5.0, window=20)
+_LATENCY = Plan(workflows=1, subscribers=100, mode="rate", rate=200.0, streams=4, duration_s=10.0)
+_IDLE = Plan(workflows=30, subscribers=100, mode="count", count=3, idle=True, warmup=20)
+_STORM = Plan(
+    workflows=1,
+    subscribers=5,
+    mode="rate",
+    rate=20.0,
+    duration_s=5.0,
+    storm_clients=50,
+    sub_procs=1,
+)
+
+
+def _target(metric: Metric, target: float) -> Metric:
+    return replace(metric, target=target)
+
+
+SCENARIOS: Final[dict[str, Scenario]] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            name="fanout",
+            title="fan-out 1 x 100",
+            summary="one workflow, 100 subscribers, one event per publish, as fast as possible",
+            metrics=(_target(_DELIVERIES, 2.0), _P50, _P99, _EVENTS, _US_PER_DELIVERY),
+            full=_FANOUT,
+            quick=replace(_FANOUT, duration_s=2.0),
+        ),
+        Scenario(
+            name="fanout-batch",
+            title="fan-out 1 x 100, batches of 10",
+            summary="as fan-out, with 10 events per publish (one frame per event)",
+            metrics=(_DELIVERIES, _P50, _P99, _EVENTS, _US_PER_DELIVERY),
+            full=_FANOUT_BATCH,
+            quick=replace(_FANOUT_BATCH, duration_s=2.0),
+        ),
+        Scenario(
+            name="many-workflows",
+            title="many workflows 100 x 5",
+            summary="100 workflows with 5 subscribers each, all published at once",
+            metrics=(_DELIVERIES, _P50, _P99, _EVENTS, _US_PER_DELIVERY),
+            full=_MANY,
+            quick=replace(_MANY, duration_s=2.0),
+        ),
+        Scenario(
+            name="latency",
+            title="latency at 200 events/s x 100",
+            summary="one workflow, 100 subscribers, a steady 200 events/s",
+            metrics=(_P50, _P90, _target(_P99, 0.5), _MAX, _EVENTS, _LAG, _US_PER_DELIVERY),
+            full=_LATENCY,
+            quick=replace(_LATENCY, duration_s=4.0),
+        ),
+        Scenario(
+            name="idle",
+            title="idle connections",
+            summary="3,000 idle WebSockets (30 workflows x 100): memory and connect rate",
+            metrics=(
+                Metric(
+                    "kb_per_connection",
+                    "server memory per connection",
+                    "KiB",
+                    higher_is_better=False,
+                    target=0.5,
+                    digits=1,
+                ),
+                Metric("connects_per_s", "connects/s", "1/s", higher_is_better=True),
+                Metric(
+                    "server_us_per_connect", "server CPU per connect", "us", higher_is_better=False
+                ),
+                Metric("rss_before_mib", "RSS before", "MiB", higher_is_better=False, digits=1),
+                Metric("rss_after_mib", "RSS after", "MiB", higher_is_better=False, digits=1),
+            ),
+            full=_IDLE,
+            quick=replace(_IDLE, workflows=10),
+        ),
+        Scenario(
+            name="storm",
+            title="connect storm, 50 clients",
+            summary=(
+                "50 clients connect, wait for `connected`, close, repeat; 5 steady subscribers "
+                "get a 20 events/s stream meanwhile"
+            ),
+            metrics=(
+                Metric(
+                    "handshakes_per_s", "handshakes/s", "1/s", higher_is_better=True, target=2.0
+                ),
+                Metric("handshake_p50_ms", "handshake p50", "ms", higher_is_better=False, digits=2),
+                Metric("handshake_p99_ms", "handshake p99", "ms", higher_is_better=False, digits=2),
+                Metric(
+                    "server_us_per_handshake",
+                    "server CPU per handshake",
+                    "us",
+                    higher_is_better=False,
+                ),
+                _EVENTS,
+                _LAG,
+            ),
+            full=_STORM,
+            quick=replace(_STORM, duration_s=2.0),
+        ),
+    )
+}
+
+
+# ---- one run -------------------------------------------------------------------
+
+
+def _split(workflows: Sequence[str], per_workflow: int, procs: int) -> list[list[list[Any]]]:
+    """Deal ``per_workflow`` subscribers of each workflow over ``procs`` processes."""
+    buckets: list[dict[str, int]] = [{} for _ in range(max(1, procs))]
+    dealt = 0
+    for workflow_id in workflows:
+        for _ in range(per_workflow):
+            bucket = buckets[dealt % len(buckets)]
+            bucket[workflow_id] = bucket.get(workflow_id, 0) + 1
+            dealt += 1
+    return [[[wf, count] for wf, count in bucket.items()] for bucket in buckets if bucket]
+
+
+def _cpu(pids: Sequence[int]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+def run_once(
+    ctx: Context, scenario: Scenario, plan: Plan, server_name: str, round_number: int
+) -> RunResult:
+    """Run ``scenario`` once against a fresh ``server_name``; never raises BenchError."""
+    tag = f"{scenario.name}-{server_name}-r{round_number}"
+    result = RunResult(scenario=scenario.name, server=server_name, round=round_number)
+    started = time.monotonic()
+    try:
+        with contextlib.ExitStack() as stack:
+            server = stack.enter_context(
+                running_server(
+                    server_name,
+                    ctx.setup,
+                    ctx.children,
+                    ctx.pinning.server_cpu,
+                    ctx.logs / f"{tag}-server.log",
+                )
+            )
+            generators: list[NodeProc] = []
+            # Registered after the server, so it runs first: generators stop
+            # before the server does.
+            stack.callback(lambda: ctx.children.stop_all([g.proc for g in generators], 3.0))
+            _run(ctx, plan, server=server, tag=tag, result=result, generators=generators)
+    except BenchError as error:
+        result.error = str(error)
+    result.wall_s = time.monotonic() - started
+    return result
+
+
+def _run(
+    ctx: Context,
+    plan: Plan,
+    *,
+    server: Server,
+    tag: str,
+    result: RunResult,
+    generators: list[NodeProc],
+) -> None:
+    metrics = result.metrics
+    check = result.check
+    # 1. Workflows and subscriber processes; they connect on command.
+    workflows = create_workflows(server, plan.workflows)
+    ws_base = f"ws://127.0.0.1:{server.port}/api/v1/ws/workflows/"
+    # The publisher's canary is one of a workflow's subscribers, except in the
+    # idle scenario, where the measured connections are all in sub processes.
+    held = plan.subscribers if plan.idle else plan.subscribers - 1
+    assignments = _split(workflows, held, plan.sub_procs) if held > 0 else []
+    latency_files: list[Path] = []
+    subs: list[NodeProc] = []
+    for index, assignment in enumerate(assignments):
+        latency_file = ctx.scratch / f"{tag}-sub{index}.f64"
+        latency_files.append(latency_file)
+        node = ctx.spawn_node(
+            f"{tag}-sub{index}",
+            {
+                "role": "sub",
+                "ws_base": ws_base,
+                "workflows": assignment,
+                "connect_concurrency": plan.connect_concurrency,
+                "warmup": plan.warmup if index == 0 else 0,
+                "deflate": ctx.deflate,
+                "latency_file": str(latency_file),
+                "max_ms": 300_000,
+            },
+        )
+        subs.append(node)
+        generators.append(node)
+    wait_events(subs, "started", 60)
+
+    # 2. Connect every subscriber (idle: measure memory around it).
+    rss_before = 0
+    if plan.idle:
+        time.sleep(1.0)  # let the warm-up connections' memory settle
+        rss_before = rss_bytes(server.pid)
+    connect_cpu = cpu_seconds(server.pid)
+    for node in subs:
+        node.send({"cmd": "connect"})
+    ready = wait_events(subs, "ready", 180)
+    connected = sum(int(event["connected"]) for event in ready)
+    check.connect_failures += sum(int(event["failed"]) for event in ready)
+    for event in ready:
+        check.errors.extend(f"connect: {message}" for message in event["errors"])
+    if check.connect_failures:
+        raise BenchError(
+            f"{check.connect_failures} of {connected + check.connect_failures} subscribers "
+            f"could not connect: {'; '.join(check.errors[:3])}"
+        )
+    if plan.idle:
+        first = min(float(event["first_start"]) for event in ready)
+        last = max(float(event["last_done"]) for event in ready)
+        metrics["connects_per_s"] = connected / max(1e-3, (last - first) / 1000)
+        metrics["server_us_per_connect"] = (
+            (cpu_seconds(server.pid) - connect_cpu) * 1e6 / max(1, connected)
+        )
+        time.sleep(plan.settle_s)
+        rss_after = rss_bytes(server.pid)
+        metrics["rss_before_mib"] = rss_before / MIB
+        metrics["rss_after_mib"] = rss_after / MIB
+        metrics["kb_per_connection"] = (rss_after - rss_before) / 1024 / max(1, connected)
+        result.info["idle_connections"] = connected
+
+    # 3. The publisher (with its canaries) and the storm, ready but not started.
+    pub_latency = ctx.scratch / f"{tag}-pub.f64"
+    latency_files.append(pub_latency)
+    pub = ctx.spawn_node(
+        f"{tag}-pub",
+        {
+            "role": "pub",
+            "host": "127.0.0.1",
+            "port": server.port,
+            "ws_base": ws_base,
+            "workflows": workflows,
+            "mode": plan.mode,
+            "batch": plan.batch,
+            "streams": plan.streams,
+            "duration_ms": plan.duration_s * 1000,
+            "rate": plan.rate,
+            "count": plan.count,
+            "window": plan.window,
+            "pad": EVENT_PAD,
+            "deflate": ctx.deflate,
+            "latency_file": str(pub_latency),
+            "max_ms": 300_000,
+        },
+    )
+    generators.append(pub)
+    starters = [pub]
+    storm: NodeProc | None = None
+    if plan.storm_clients:
+        storm = ctx.spawn_node(
+            f"{tag}-storm",
+            {
+                "role": "storm",
+                "url": ws_base + workflows[0],
+                "clients": plan.storm_clients,
+                "duration_ms": plan.duration_s * 1000,
+                "deflate": ctx.deflate,
+                "max_ms": 300_000,
+            },
+        )
+        generators.append(storm)
+        starters.append(storm)
+    wait_events(starters, "ready", 60)
+
+    # 4. The measured window: from "go" until every subscriber has checked its
+    # last event (or the drain timeout passed).
+    pids = [g.pid for g in generators]
+    t0 = time.monotonic()
+    server0, generators0 = cpu_seconds(server.pid), _cpu(pids)
+    wait0 = runqueue_wait_seconds(server.pid)
+    for node in starters:
+        node.send({"cmd": "go"})
+    budget = plan.duration_s + 60
+    (published,) = wait_events([pub], "published", budget)
+    storm_done = wait_events([storm], "done", budget)[0] if storm is not None else None
+    per_stream: dict[str, list[int]] = {
+        wf: [int(n) for n in streams] for wf, streams in published["published"].items()
+    }
+    counts = {wf: sum(streams) for wf, streams in per_stream.items()}
+    check.publish_errors = len(published["errors"])
+    check.errors.extend(f"publish: {message}" for message in published["errors"])
+    listeners = [*subs, pub]
+    for node in listeners:
+        node.send({"cmd": "expect", "counts": per_stream, "drain_ms": DRAIN_MS})
+    dones = wait_events(listeners, "done", DRAIN_MS / 1000 + 30)
+    t1 = time.monotonic()
+    server_cpu, generator_cpu = cpu_seconds(server.pid) - server0, _cpu(pids) - generators0
+    server_wait = runqueue_wait_seconds(server.pid) - wait0
+    metrics["server_rss_end_mib"] = rss_bytes(server.pid) / MIB
+    for node in generators:
+        with contextlib.suppress(BenchError):
+            node.send({"cmd": "quit"})
+
+    # The audit: what each subscriber should have had, against what it got.
+    expected = sum(int(count) * counts.get(wf, 0) for a in assignments for wf, count in a)
+    expected += sum(counts.values())  # one canary per workflow
+    check.expected = expected
+    for done in dones:
+        check.subscribers += int(done["subscribers"])
+        check.delivered += int(done["delivered"])
+        check.lost += int(done["lost"])
+        check.duplicates += int(done["duplicates"])
+        check.reordered += int(done["reordered"])
+        check.unexpected += int(done["unexpected"])
+        check.seq_errors += int(done["seq_errors"])
+        check.closed_early += int(done["closed_early"])
+        check.errors.extend(done["errors"])
+    if storm_done is not None:
+        check.connect_failures += int(storm_done["failures"])
+        check.errors.extend(f"storm: {message}" for message in storm_done["errors"])
+    del check.errors[12:]
+
+    # 5. The metrics.
+    window_s = max(1e-3, t1 - t0)
+    metrics["server_cpu_pct"] = 100 * server_cpu / window_s
+    metrics["generator_cpu_pct"] = 100 * generator_cpu / window_s
+    metrics["server_wait_pct"] = 100 * server_wait / window_s
+    start = float(published["start"])
+    publish_s = max(1e-3, (float(published["end"]) - start) / 1000)
+    metrics["events_per_s"] = sum(counts.values()) / publish_s
+    result.info["requests"] = int(published["requests"])
+    result.info["late_publishes"] = int(published["late"])
+    if plan.mode == "rate":
+        # Latency is measured from the actual send; a server that cannot take
+        # the rate makes the publisher fall behind instead, shown here.
+        metrics["publish_lag_max_ms"] = float(published["max_lag_ms"])
+    result.info["post_ms"] = published["post_ms"]
+    result.info["events_published"] = sum(counts.values())
+    last_receive = max(
+        (float(d["last_recv"]) for d in dones if d["last_recv"] is not None), default=0
+    )
+    if check.delivered and last_receive > start:
+        metrics["deliveries_per_s"] = check.delivered / ((last_receive - start) / 1000)
+        metrics["server_us_per_delivery"] = server_cpu * 1e6 / check.delivered
+    samples = read_samples(latency_files)
+    if len(samples):
+        quantiles = percentiles(samples, (0.5, 0.9, 0.99, 1.0))
+        metrics["latency_p50_ms"] = quantiles[0.5]
+        metrics["latency_p90_ms"] = quantiles[0.9]
+        metrics["latency_p99_ms"] = quantiles[0.99]
+        metrics["latency_max_ms"] = quantiles[1.0]
+        result.info["latency_samples"] = len(samples)
+    if storm_done is not None:
+        storm_s = max(1e-3, (float(storm_done["end"]) - float(storm_done["start"])) / 1000)
+        handshakes = int(storm_done["handshakes"])
+        metrics["handshakes_per_s"] = handshakes / storm_s
+        summary = storm_done["handshake_ms"] or {}
+        metrics["handshake_p50_ms"] = float(summary.get("p50", math.nan))
+        metrics["handshake_p99_ms"] = float(summary.get("p99", math.nan))
+        metrics["server_us_per_handshake"] = server_cpu * 1e6 / max(1, handshakes)
+        result.info["handshakes"] = handshakes
+    for path in latency_files:
+        path.unlink(missing_ok=True)
