@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import Final, Protocol
 
 import attrs
 import trio
@@ -32,6 +32,14 @@ CLOSE_GOING_AWAY: Final = 1001
 CLOSE_SLOW_CONSUMER: Final = 4008
 #: Frames the writer takes in one go; bounds the work between checkpoints.
 BATCH_LIMIT: Final = 256
+
+
+class RawWriter(Protocol):
+    """Writes WebSocket frame bytes to a connection's socket without waiting."""
+
+    def try_send(self, data: bytes) -> int:
+        """Write what the socket takes now; return how many bytes that was."""
+        ...
 
 
 @attrs.frozen
@@ -68,7 +76,13 @@ class Subscription:
     messages_sent: int = 0
     close_code: int | None = None
     close_reason: str = ""
+    #: Set by the web layer when frames may be written straight to the socket.
+    direct: RawWriter | None = None
     _replay: deque[Frame] = attrs.field(factory=deque, init=False)
+    #: The unwritten rest of a direct write; it goes out before anything else.
+    _pending: bytes = attrs.field(default=b"", init=False)
+    #: True while the writer holds bytes it has taken but not yet written.
+    _in_flight: bool = attrs.field(default=False, init=False)
     _queue: deque[Frame] = attrs.field(factory=deque, init=False)
     _queued_bytes: int = attrs.field(default=0, init=False)
     _closing: bool = attrs.field(default=False, init=False)
@@ -120,14 +134,29 @@ class Subscription:
         if len(self._queue) > self.max_frames or self._queued_bytes > self.max_bytes:
             self.kick(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
-        queued = False
-        for frame in frames:
-            if control or self.types is None or frame.type in self.types:
-                self._queue.append(frame)
-                self._queued_bytes += frame.size
-                queued = True
-        if queued:
-            self._lot.unpark_all()
+        types = self.types
+        wanted = frames if control or types is None else [f for f in frames if f.type in types]
+        if not wanted:
+            return True
+        direct = self.direct
+        if direct is not None and not (
+            self._in_flight or self._pending or self._queue or self._replay
+        ):
+            # The hot path: nothing is waiting ahead of these frames, so they
+            # go straight to the socket from the publisher's task, with no
+            # task switch; only what the socket does not take now is queued.
+            data = wanted[0].wire if len(wanted) == 1 else b"".join(f.wire for f in wanted)
+            written = direct.try_send(data)
+            self.messages_sent += len(wanted)
+            if written < len(data):
+                self._pending = data[written:]
+                self._queued_bytes += len(self._pending)
+                self._lot.unpark_all()
+            return True
+        for frame in wanted:
+            self._queue.append(frame)
+            self._queued_bytes += frame.size
+        self._lot.unpark_all()
         return True
 
     def finish(self, code: int, reason: str) -> None:
@@ -143,6 +172,7 @@ class Subscription:
             return
         self._replay.clear()
         self._queue.clear()
+        self._pending = b""
         self._queued_bytes = 0
         self.close_code, self.close_reason = code, reason
         self._closing = True
@@ -153,6 +183,7 @@ class Subscription:
         self._detached = True
         self._replay.clear()
         self._queue.clear()
+        self._pending = b""
         self._queued_bytes = 0
         self._lot.unpark_all()
 
@@ -163,6 +194,19 @@ class Subscription:
         """Bytes of live frames waiting to be sent."""
         return self._queued_bytes
 
+    def _take_frames(self) -> list[Frame]:
+        if self._replay:
+            batch = [self._replay.popleft() for _ in range(min(len(self._replay), BATCH_LIMIT))]
+            self.messages_sent += len(batch)
+            return batch
+        if self._queue:
+            count = min(len(self._queue), BATCH_LIMIT)
+            batch = [self._queue.popleft() for _ in range(count)]
+            self._queued_bytes -= sum(frame.size for frame in batch)
+            self.messages_sent += count
+            return batch
+        return []
+
     async def receive_batch(self) -> list[Frame]:
         """Wait for frames and take up to :data:`BATCH_LIMIT` of them.
 
@@ -170,19 +214,36 @@ class Subscription:
         then says why.
         """
         while True:
-            if self._replay:
-                batch = [self._replay.popleft() for _ in range(min(len(self._replay), BATCH_LIMIT))]
-                self.messages_sent += len(batch)
-                return batch
-            if self._queue:
-                count = min(len(self._queue), BATCH_LIMIT)
-                batch = [self._queue.popleft() for _ in range(count)]
-                self._queued_bytes -= sum(frame.size for frame in batch)
-                self.messages_sent += count
+            if batch := self._take_frames():
                 return batch
             if self._closing or self._detached:
                 return []
             await self._lot.park()
+
+    async def receive_wire(self) -> bytes | None:
+        """Wait for bytes to write, for a writer that sends raw frames.
+
+        The unwritten rest of a direct write comes first, then queued frames
+        joined into one write. Returns None when the stream has ended. The
+        caller must call :meth:`written` once the bytes are on their way, so
+        that direct writes cannot overtake them.
+        """
+        while True:
+            if self._pending:
+                data, self._pending = self._pending, b""
+                self._queued_bytes -= len(data)
+                self._in_flight = True
+                return data
+            if batch := self._take_frames():
+                self._in_flight = True
+                return batch[0].wire if len(batch) == 1 else b"".join(f.wire for f in batch)
+            if self._closing or self._detached:
+                return None
+            await self._lot.park()
+
+    def written(self) -> None:
+        """The bytes from :meth:`receive_wire` are written; direct writes may resume."""
+        self._in_flight = False
 
     async def __aiter__(self) -> AsyncIterator[str]:
         while batch := await self.receive_batch():

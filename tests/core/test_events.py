@@ -443,13 +443,13 @@ def test_non_finite_extra_field_from_embedding_api_is_invalid(fields: dict[str, 
 
 def test_event_build_encodes_a_flat_object_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
-    real_encode = events_module.encode
+    real_encode = events_module.encode_utf8
 
-    def counting_encode(obj: Any) -> str:
+    def counting_encode(obj: Any) -> tuple[str, bytes]:
         calls.append(obj)
         return real_encode(obj)
 
-    monkeypatch.setattr(events_module, "encode", counting_encode)
+    monkeypatch.setattr(events_module, "encode_utf8", counting_encode)
     fields = {
         "agent_id": "research-1",
         "content": 'résumé — 研究 🚀 "quoted" \\ \n',
@@ -469,6 +469,11 @@ def test_event_build_encodes_a_flat_object_once(monkeypatch: pytest.MonkeyPatch)
         **fields,
     }
     assert parsed == event.to_json()
+    # The wire bytes are the whole frame: header, then the same UTF-8 payload.
+    payload = event.frame.text.encode()
+    assert event.frame.wire.endswith(payload)
+    assert event.frame.wire[0] == 0x81
+    assert len(event.frame.wire) - len(payload) in (2, 4, 10)
     assert "fields" not in parsed
     assert "data" not in parsed
     assert event.frame.type == event.type == "agent_output"

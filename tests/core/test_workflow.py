@@ -137,13 +137,13 @@ def test_empty_batch_changes_nothing() -> None:
 
 def test_publish_returns_the_objects_it_keeps_encoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[Any] = []
-    real_encode = events_module.encode
+    real_encode = events_module.encode_utf8
 
-    def counting_encode(obj: Any) -> str:
+    def counting_encode(obj: Any) -> tuple[str, bytes]:
         calls.append(obj)
         return real_encode(obj)
 
-    monkeypatch.setattr(events_module, "encode", counting_encode)
+    monkeypatch.setattr(events_module, "encode_utf8", counting_encode)
     state = make_state()
 
     published = state.publish([spawn("a"), output("a", "résumé 研究"), ev("completed")], NOW)

@@ -337,8 +337,33 @@ async def test_error_after_accept_closes_1011(
         raise RuntimeError("simulated bug")
 
     monkeypatch.setattr(felix.web.ws, "_write", broken_writer)
+    monkeypatch.setattr(felix.web.ws, "_write_direct", broken_writer)
     workflow_id = await create_workflow(client)
     async with server.open_ws(workflow_id) as ws:
         code, reason, _ = await closed_with(ws)
     assert (code, reason) == (1011, "internal error")
     assert server.hub.connection_count() == 0
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-writes", "asgi-sends"])
+async def test_both_write_paths_keep_order_and_close(
+    server: Server, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    """The hot path (frames written straight to the socket) and the ASGI path
+    (used with compression, HTTP/2 or TLS) deliver the same stream."""
+    from felix.web.direct_write import DirectWriter
+
+    if not direct:
+        monkeypatch.setattr(DirectWriter, "for_current_connection", classmethod(lambda cls: None))
+    workflow_id = await create_workflow(client)
+    await publish(client, workflow_id, [RUNNING, synthesis(0)])
+    async with server.open_ws(workflow_id, "after=1", message_queue_size=500) as ws:
+        assert (await receive_json(ws))["type"] == "connected"
+        # Replayed, then live in batches of every size, then the end.
+        for start in range(0, 300, 30):
+            await publish(client, workflow_id, [synthesis(i) for i in range(start, start + 30)])
+        await publish(client, workflow_id, {"type": "completed"})
+        code, reason, seen = await closed_with(ws)
+    seqs = [event["seq"] for event in seen if "seq" in event]
+    assert seqs == list(range(2, 304))
+    assert (code, reason) == (1000, "workflow completed")

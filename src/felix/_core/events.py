@@ -51,14 +51,18 @@ def encode(obj: Any) -> str:
     Raises :class:`InvalidEvent` for what JSON cannot carry: NaN, Infinity,
     objects that are not JSON, and lone surrogates (they cannot become UTF-8).
     """
+    return encode_utf8(obj)[0]
+
+
+def encode_utf8(obj: Any) -> tuple[str, bytes]:
+    """:func:`encode`, returning the text and its UTF-8 bytes (encoded once)."""
     try:
         text = _encoder.encode(obj)
-        text.encode()
+        return text, text.encode()
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
         raise InvalidEvent(f"the event cannot be encoded as JSON: {_short(exc)}") from None
     except RecursionError:
         raise InvalidEvent("the event cannot be encoded as JSON: nested too deeply") from None
-    return text
 
 
 def _short(exc: Exception) -> str:
@@ -71,23 +75,46 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def frame_header(length: int) -> bytes:
+    """The RFC 6455 header of an unmasked, final text frame of ``length`` bytes.
+
+    Server frames are never masked, so without compression the bytes of a
+    frame are the same for every subscriber and can be built once.
+    """
+    if length < 126:
+        return bytes((0x81, length))
+    if length < 65536:
+        return bytes((0x81, 126)) + length.to_bytes(2, "big")
+    return bytes((0x81, 127)) + length.to_bytes(8, "big")
+
+
 @attrs.frozen(slots=True)
 class Frame:
     """One encoded WebSocket text frame and what a buffer needs to know of it.
 
-    ``size`` is the UTF-8 length of ``text``, computed once, so byte budgets
-    cost nothing per subscriber.
+    ``size`` is the UTF-8 length of ``text`` and ``wire`` the complete frame
+    as it goes on the wire (header and payload), both computed once, so byte
+    budgets and writes cost no encoding per subscriber.
     """
 
     type: str
     text: str
     size: int
+    wire: bytes
+
+    @classmethod
+    def of(cls, frame_type: str, text: str, payload: bytes | None = None) -> Frame:
+        """Build a frame from its text (and its UTF-8 bytes, if already known)."""
+        if payload is None:
+            payload = text.encode()
+        return cls(
+            type=frame_type, text=text, size=len(payload), wire=frame_header(len(payload)) + payload
+        )
 
 
 def make_frame(obj: dict[str, Any]) -> Frame:
     """Encode a server-built message (``connected``, ``pong``, broadcasts)."""
-    text = encode(obj)
-    return Frame(type=obj["type"], text=text, size=len(text.encode()))
+    return Frame.of(obj["type"], *encode_utf8(obj))
 
 
 @attrs.frozen(slots=True)
@@ -116,14 +143,14 @@ class Event:
             "seq": seq,
             "timestamp": timestamp,
         }
-        text = encode({**envelope, **fields})
+        text, payload = encode_utf8({**envelope, **fields})
         return cls(
             type=event_type,
             workflow_id=workflow_id,
             seq=seq,
             timestamp=timestamp,
             fields=fields,
-            frame=Frame(type=event_type, text=text, size=len(text.encode())),
+            frame=Frame.of(event_type, text, payload),
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -25,13 +25,21 @@ import contextlib
 import math
 import socket
 import struct
+from contextvars import ContextVar
 from typing import Any
 
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import TCPServer
 
-__all__ = ["DeadlineTCPServer", "abort_stalled_writes"]
+__all__ = ["CURRENT_SERVER", "DeadlineTCPServer", "abort_stalled_writes"]
+
+#: The connection handler serving the current task. Hypercorn starts the ASGI
+#: app's task from the handler's own task, so the app inherits it; the web
+#: layer uses it to write pre-built frames (see felix.web.direct_write).
+CURRENT_SERVER: ContextVar[DeadlineTCPServer | None] = ContextVar(
+    "felix_current_server", default=None
+)
 
 
 class DeadlineTCPServer(TCPServer):
@@ -47,6 +55,7 @@ class DeadlineTCPServer(TCPServer):
         registry: set[DeadlineTCPServer] | None = getattr(self.config, "felix_servers", None)
         if registry is not None:
             registry.add(self)
+        CURRENT_SERVER.set(self)
         try:
             await super().run()
         finally:

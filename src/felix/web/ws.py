@@ -19,19 +19,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
+import weakref
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
+import attrs
 import trio
 
 from felix._core.events import TYPE_NAME, Frame, decode_json, encode, format_timestamp, make_frame
-from felix._errors import BadRequest, FelixError, WorkflowNotFound
+from felix._errors import (
+    AuthenticationError,
+    BadRequest,
+    FelixError,
+    OriginNotAllowed,
+    WorkflowNotFound,
+)
 from felix._hub import WORKFLOW_ID, Hub
 from felix._subscription import Subscription
 from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from felix.web.auth import check_api_key, key_from_headers
+from felix.web.direct_write import DirectWriter
+from felix.web.ratelimit import RateLimiter
+from felix.web.tokens import TokenSigner
 
 __all__ = ["WebSocketRouter"]
 
@@ -41,7 +53,7 @@ WORKFLOW_PATH: Final = re.compile(r"^/api/v1/ws/workflows/(?P<workflow_id>[^/]+)
 SYSTEM_PATH: Final = "/api/v1/ws/system/events"
 CLOSE_INTERNAL_ERROR: Final = 1011
 #: The answer to the plain-text ``ping``, built once.
-_PONG: Final = Frame(type="pong", text="pong", size=4)
+_PONG: Final = Frame.of("pong", "pong")
 #: Largest ``after`` accepted; far beyond any real seq, small enough to stay an int64.
 _MAX_AFTER: Final = 2**53
 
@@ -49,6 +61,141 @@ _MAX_AFTER: Final = 2**53
 def _remote(scope: Scope) -> str | None:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else None
+
+
+# --- handshake security: rate limits, credentials, origin ----------------------------
+
+#: Default ports of the schemes an Origin header can carry.
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+_INVALID_TOKEN: Final = "invalid or expired token"
+
+
+@attrs.define(eq=False)
+class _HandshakeGuard:
+    """The checks before a handshake is looked at further; one per router.
+
+    Order: the per-address rate limit (it is what slows a guesser, and a 429
+    reveals nothing), then the credential (401), then the browser's origin
+    (403), then the per-credential rate limit.
+    """
+
+    settings: Settings
+    signer: TokenSigner
+    limits: RateLimiter
+    #: None: every origin is allowed; empty: same origin only.
+    origins: frozenset[tuple[str, str, int]] | None
+
+    @classmethod
+    def for_router(cls, router: WebSocketRouter) -> _HandshakeGuard:
+        guard = _GUARDS.get(router)
+        if guard is None:
+            settings = router.settings
+            allowed = settings.allowed_origins
+            origins: frozenset[tuple[str, str, int]] | None = None
+            if "*" not in allowed and (allowed or not settings.dev_mode):
+                origins = frozenset(o for o in map(_origin, allowed) if o is not None)
+            guard = _GUARDS[router] = cls(
+                settings=settings,
+                signer=TokenSigner.from_settings(settings),
+                limits=RateLimiter(
+                    rate=settings.rate_handshake,
+                    burst=settings.rate_handshake_burst,
+                    max_clients=settings.rate_max_clients,
+                ),
+                origins=origins,
+            )
+        return guard
+
+    def check(self, scope: Scope) -> None:
+        """Raise the :class:`FelixError` that refuses this handshake, if any."""
+        client = scope.get("client")
+        address = client[0] if client else "unknown"
+        if self.limits.enabled:
+            self.limits.check(
+                f"a:{address}", trio.current_time(), what="WebSocket handshakes from this address"
+            )
+        credential = self._authenticate(scope)
+        self._check_origin(scope)
+        if credential is not None and self.limits.enabled:
+            self.limits.check(
+                credential, trio.current_time(), what="WebSocket handshakes with this credential"
+            )
+
+    def _authenticate(self, scope: Scope) -> str | None:
+        # A handshake that presents a token is judged by its token alone, in
+        # development mode too. Returns a rate-limit name for the credential.
+        token = _query_value(scope, "token")
+        if token is None:
+            index = check_api_key(self.settings.api_keys, _presented_key(scope))
+            return None if index is None else f"k:{index}"
+        grant = self.signer.verify(token, now=time.time())
+        match = WORKFLOW_PATH.match(scope["path"])
+        # The same answer as for a forged token: nothing but its own workflow.
+        if match is None or match["workflow_id"] != grant.workflow_id:
+            raise AuthenticationError(_INVALID_TOKEN)
+        return f"t:{grant.token_id}"
+
+    def _check_origin(self, scope: Scope) -> None:
+        # Only browsers send Origin; other clients are not asked for one.
+        if self.origins is None:
+            return
+        headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+        host = next((v.decode("latin-1") for n, v in headers if n.lower() == b"host"), "")
+        for name, value in headers:
+            if name.lower() != b"origin":
+                continue
+            text = value.decode("latin-1")
+            origin = _origin(text)
+            if origin is None or not (
+                origin in self.origins if self.origins else _same_origin(origin, host)
+            ):
+                raise OriginNotAllowed(
+                    f"origin {text[:100]!r} may not open WebSockets here; see FELIX_ALLOWED_ORIGINS"
+                )
+
+
+_GUARDS: weakref.WeakKeyDictionary[WebSocketRouter, _HandshakeGuard] = weakref.WeakKeyDictionary()
+
+
+def _origin(text: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of an origin such as ``https://app.example.com``, or None."""
+    try:
+        parts = urlsplit(text.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.path not in {"", "/"}
+        or parts.query
+        or parts.fragment
+        or "@" in parts.netloc
+    ):
+        return None
+    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
+
+
+def _same_origin(origin: tuple[str, str, int], host: str) -> bool:
+    """Whether the Origin names the host and port the request was sent to."""
+    try:
+        parts = urlsplit(f"//{host}")
+        port = parts.port
+    except ValueError:
+        return False
+    scheme, hostname, origin_port = origin
+    return (parts.hostname, port or _DEFAULT_PORTS[scheme]) == (hostname, origin_port)
+
+
+def _query_value(scope: Scope, name: str) -> str | None:
+    """The first value of query parameter ``name``, parsed leniently (never raises)."""
+    raw: str = scope.get("query_string", b"").decode("latin-1")
+    with contextlib.suppress(ValueError):
+        for key, value in parse_qsl(raw, keep_blank_values=True, max_num_fields=64):
+            if key == name:
+                return value
+    return None
 
 
 class WebSocketRouter:
@@ -76,9 +223,9 @@ class WebSocketRouter:
             await _refuse(send, error)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Authentication comes before anything that could reveal whether a
-        # workflow exists.
-        check_api_key(self.settings.api_keys, _presented_key(scope))
+        # Rate limit, credentials (an API key or a subscribe token) and origin
+        # come before anything that could reveal whether a workflow exists.
+        _HandshakeGuard.for_router(self).check(scope)
         query = self._parse_query(scope)
         path: str = scope["path"]
         types = _parse_types(query)
@@ -122,7 +269,12 @@ class WebSocketRouter:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, sub, receive, nursery.cancel_scope)
-                await _write(sub, send)
+                direct = DirectWriter.for_current_connection()
+                if direct is None:
+                    await _write(sub, send)
+                else:
+                    sub.direct = direct
+                    await _write_direct(sub, direct, send)
                 nursery.cancel_scope.cancel()
         except Exception:
             # After the accept the client can only learn of a failure from the
@@ -147,9 +299,21 @@ class WebSocketRouter:
 
 
 async def _write(sub: Subscription, send: Send) -> None:
+    """The ASGI path: one ``websocket.send`` per frame (compression, HTTP/2, TLS)."""
     while batch := await sub.receive_batch():
         for frame in batch:
             await send({"type": "websocket.send", "text": frame.text})
+    await send({"type": "websocket.close", "code": sub.close_code, "reason": sub.close_reason})
+
+
+async def _write_direct(sub: Subscription, direct: DirectWriter, send: Send) -> None:
+    """The hot path's writer: what direct writes left over, then queued frames, in one write."""
+    try:
+        while (data := await sub.receive_wire()) is not None:
+            await direct.send(data)
+            sub.written()
+    finally:
+        sub.direct = None
     await send({"type": "websocket.close", "code": sub.close_code, "reason": sub.close_reason})
 
 
