@@ -155,3 +155,26 @@ async def test_full_inbox_is_503_with_retry_after(
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert json.loads(response.text)["error"] == "inbox_full"
+
+
+async def test_max_workflows_is_503_on_create(start_server: StartServer) -> None:
+    server = await start_server(max_workflows=1)
+    async with server.client() as client:
+        await create_workflow(client)
+        response = await client.post("/api/v1/workflows")
+        assert response.status_code == 503
+        assert response.json()["error"] == "over_capacity"
+        assert "limit" in response.json()["message"]
+
+
+async def test_agents_per_workflow_limit_is_422(start_server: StartServer) -> None:
+    server = await start_server(max_agents_per_workflow=2)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        spawn = [
+            {"type": "agent_spawned", "agent_id": f"a{i}", "agent_type": "t", "spawn_time": 0}
+            for i in range(3)
+        ]
+        response = await publish(client, workflow_id, spawn)
+        assert response.status_code == 422
+        assert response.json()["index"] == 2

@@ -42,6 +42,7 @@ from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.direct_write import DirectWriter
+from felix.web.fast_publish import PUBLISH_PATH, handle_publish
 from felix.web.ratelimit import RateLimiter
 from felix.web.tokens import TokenSigner
 
@@ -212,6 +213,18 @@ class WebSocketRouter:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI scope."""
         if scope["type"] != "websocket":
+            if scope["type"] == "http" and scope["method"] == "POST":
+                match = PUBLISH_PATH.fullmatch(scope["path"])
+                if match is not None:
+                    await handle_publish(
+                        scope,
+                        receive,
+                        send,
+                        hub=self.hub,
+                        settings=self.settings,
+                        workflow_id=match["workflow_id"],
+                    )
+                    return
             await self.fallback(scope, receive, send)
             return
         message = await receive()
