@@ -138,6 +138,11 @@ async def test_compression_is_a_setting(start_server: StartServer, enabled: bool
     with sock:
         assert answer.startswith(b"HTTP/1.1 101")
         assert (b"permessage-deflate" in answer.lower()) is enabled
+        # The first frame (connected) is compressed exactly when it was agreed:
+        # RSV1 set (0xC1) rather than a plain final text frame (0x81).
+        with trio.fail_after(5):
+            first = await sock.recv(1)
+        assert first == (b"\xc1" if enabled else b"\x81")
 
 
 async def test_full_inbox_is_503_with_retry_after(

@@ -53,9 +53,13 @@ class DirectWriter:
         stream = getattr(getattr(server.protocol, "protocol", None), "stream", None)
         if not isinstance(stream, WSStream):
             return None  # HTTP/2, or not a WebSocket
-        connection = getattr(stream, "connection", None)
-        if connection is None or getattr(connection, "_extensions", None):
-            return None  # compressed frames differ per connection
+        # Compressed frames differ per connection. If wsproto's internals ever
+        # move, this answers "maybe compressed" and the ASGI path is used.
+        extensions = getattr(
+            getattr(getattr(stream, "connection", None), "_proto", None), "extensions", None
+        )
+        if extensions is None or any(extension.enabled() for extension in extensions):
+            return None
         sock = getattr(getattr(server.stream, "socket", None), "_sock", None)
         if sock is None:
             return None  # TLS: bytes must go through the SSL stream
