@@ -17,6 +17,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def schemathesis(session: nox.Session) -> None:
+    """Fuzz the REST API against its /openapi.json with schemathesis (bounded; about 20 s)."""
+    session.install("-e", ".[test]", "schemathesis>=4")
+    session.run("pytest", "-m", "schemathesis", "tests/web/test_openapi.py", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.17")

@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "InvalidEvent",
     "OriginNotAllowed",
     "PublishResult",
+    "RateLimited",
     "Replay",
     "STATUSES",
     "Settings",

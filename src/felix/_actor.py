@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -24,6 +25,7 @@ import trio
 
 from felix._core.events import Event, Frame, format_timestamp, make_frame
 from felix._core.workflow import WorkflowState
+from felix._counters import Counters
 from felix._errors import CapacityError, FelixError, WorkflowNotFound
 from felix._subscription import CLOSE_NORMAL, Subscription
 
@@ -90,6 +92,8 @@ class _Reply:
 class _Publish:
     batch: list[tuple[str, dict[str, Any]]]
     reply: _Reply = attrs.Factory(_Reply)
+    #: When the publisher handed the command over (``time.perf_counter``).
+    accepted: float = attrs.Factory(time.perf_counter)
 
 
 @attrs.frozen
@@ -120,6 +124,8 @@ class WorkflowActor:
     #: Called once when the actor ends, so the hub forgets the workflow.
     on_exit: Callable[[WorkflowActor], None]
     inbox_size: int = 256
+    #: The hub's totals, bumped once per publish (never per delivery).
+    counters: Counters = attrs.Factory(Counters)
     _subscribers: set[Subscription] = attrs.field(factory=set, init=False)
     _expires_at: float = attrs.field(default=math.inf, init=False)
     _send: trio.MemorySendChannel[_Command] = attrs.field(init=False)
@@ -188,6 +194,8 @@ class WorkflowActor:
                 command.reply.set(error=error)
             else:
                 self._fan_out(events)
+                self.counters.events_published += len(events)
+                self.counters.publish_latency.observe(time.perf_counter() - command.accepted)
                 command.reply.set(PublishResult(events))
         elif isinstance(command, _Subscribe):
             try:

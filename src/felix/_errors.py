@@ -19,6 +19,7 @@ __all__ = [
     "FelixError",
     "InvalidEvent",
     "OriginNotAllowed",
+    "RateLimited",
     "ShuttingDown",
     "WorkflowConflict",
     "WorkflowExists",
@@ -105,6 +106,18 @@ class InvalidEvent(FelixError):
 
     http_status = 422
     code = "invalid"
+
+
+class RateLimited(FelixError):
+    """Over a configured rate limit (429); ``retry_after`` says in how many
+    whole seconds (at least 1) the client may try again."""
+
+    http_status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = max(1, retry_after)
 
 
 class CapacityError(FelixError):

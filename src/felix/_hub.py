@@ -31,6 +31,7 @@ from felix._core.events import (
     validate_event,
 )
 from felix._core.workflow import WorkflowState
+from felix._counters import Counters
 from felix._errors import (
     CapacityError,
     EventTooLarge,
@@ -41,7 +42,7 @@ from felix._errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
-from felix._subscription import CLOSE_GOING_AWAY, ConnectionInfo, Subscription
+from felix._subscription import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, ConnectionInfo, Subscription
 from felix.settings import Settings
 
 __all__ = ["Hub", "Workflow", "open_hub"]
@@ -100,6 +101,8 @@ class Hub:
     _system: set[Subscription] = attrs.field(factory=set, init=False)
     _accepting: bool = attrs.field(default=True, init=False)
     _connections_gone: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Totals for operators, read by the web layer's metrics collector.
+    counters: Counters = attrs.field(factory=Counters, init=False)
 
     # --- workflows ---------------------------------------------------------------
 
@@ -157,6 +160,7 @@ class Hub:
             on_frames=self._to_system,
             on_exit=self._forget,
             inbox_size=settings.inbox_size,
+            counters=self.counters,
         )
         # Registered before the await so a concurrent create of the same id
         # sees it taken.
@@ -327,7 +331,9 @@ class Hub:
 
     def _drop_subscription(self, subscription: Subscription) -> None:
         subscription.detach()
-        self._connections.pop(subscription.connection_id, None)
+        if self._connections.pop(subscription.connection_id, None) is not None:
+            self.counters.frames_delivered_closed += subscription.messages_sent
+            self.counters.slow_consumer_kicks += subscription.close_code == CLOSE_SLOW_CONSUMER
         if not self._connections:
             self._connections_gone.set()
 

@@ -12,6 +12,7 @@ import trio
 
 from felix import bench
 from felix._hub import open_hub
+from felix._logging import configure_logging
 from felix.cli_tools import add_commands
 from felix.demo import run_demo
 from felix.settings import Settings, SettingsError
@@ -20,14 +21,6 @@ from felix.web import serve
 __all__ = ["main"]
 
 logger = logging.getLogger("felix")
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def run_server(settings: Settings) -> None:
@@ -93,7 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings.from_env(host="127.0.0.1", port=0, api_keys=())
     except SettingsError as error:
         parser.error(str(error))
-    _configure_logging(settings.log_level if args.command == "serve" else "WARNING")
+    configure_logging(
+        settings.log_level if args.command == "serve" else "WARNING", settings.log_format
+    )
     if args.command == "serve":
         trio.run(run_server, settings)
         return 0

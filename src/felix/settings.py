@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -17,6 +18,10 @@ __all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
 
 KIB = 1024
 MIB = 1024 * 1024
+#: Shortest token secret accepted: shorter ones could be guessed from a token.
+MIN_SECRET_LENGTH = 16
+#: Longest FELIX_TOKEN_MAX_TTL: subscribe tokens are meant to be short-lived.
+MAX_TOKEN_TTL = 366 * 24 * 3600
 
 
 class SettingsError(ValueError):
@@ -28,6 +33,58 @@ def _positive(_instance: object, attribute: attrs.Attribute[Any], value: float) 
         raise SettingsError(f"{attribute.name} must be positive, got {value}")
 
 
+def _non_negative(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise SettingsError(f"{attribute.name} must be 0 (off) or positive, got {value}")
+
+
+def _secrets(_instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    # The message never repeats a secret.
+    if any(len(secret) < MIN_SECRET_LENGTH for secret in value):
+        raise SettingsError(
+            f"{attribute.name} must each be at least {MIN_SECRET_LENGTH} characters long"
+        )
+
+
+def _token_max_ttl(instance: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not instance.token_ttl <= value <= MAX_TOKEN_TTL:
+        raise SettingsError(
+            f"{attribute.name} must be between token_ttl ({instance.token_ttl}) and "
+            f"{MAX_TOKEN_TTL} (a year), got {value}"
+        )
+
+
+def _origins(_instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for origin in value:
+        if origin != "*" and not _is_origin(origin):
+            raise SettingsError(
+                f"{attribute.name} takes full origins such as https://app.example.com, or *; "
+                f"got {origin[:100]!r}"
+            )
+
+
+def _is_origin(text: str) -> bool:
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return (
+        parts.scheme in {"http", "https"}
+        and bool(parts.hostname)
+        and parts.path in {"", "/"}
+        and not parts.query
+        and not parts.fragment
+        and parts.username is None
+        and parts.password is None
+    )
+
+
+def _log_format(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in ("text", "json"):
+        raise SettingsError(f"{attribute.name} must be text or json, got {value[:32]!r}")
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Server settings. Every limit here bounds a buffer, a map or a wait."""
@@ -35,7 +92,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     #: Accepted API keys; empty means development mode (no authentication).
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: Events kept per workflow for replay; the oldest is dropped beyond it.
     history_size: int = attrs.field(default=1000, validator=_positive)
     #: Seconds a finished workflow stays readable before it is forgotten.
@@ -80,6 +137,28 @@ class Settings:
     log_level: str = "INFO"
     #: Write Hypercorn's access log (redacted) to standard output.
     access_log: bool = False
+    #: Secrets that sign subscribe tokens (the first signs, all verify). Empty:
+    #: derived from the API keys, or random per process in development mode.
+    token_secrets: tuple[str, ...] = attrs.field(default=(), repr=False, validator=_secrets)
+    #: Default lifetime of a subscribe token, in seconds.
+    token_ttl: int = attrs.field(default=300, validator=_positive)
+    #: Longest lifetime a token request may ask for, in seconds; 422 beyond.
+    token_max_ttl: int = attrs.field(default=3600, validator=[_positive, _token_max_ttl])
+    #: Origins a browser WebSocket may come from (``*``: any). Empty: same origin
+    #: only when an API key is set, any origin in development mode.
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), validator=_origins)
+    #: Publishes per second per client address and per key; 0 turns the limit off.
+    rate_publish: float = attrs.field(default=0.0, validator=_non_negative)
+    #: Publishes a client may make at once before ``rate_publish`` applies.
+    rate_publish_burst: int = attrs.field(default=100, validator=_positive)
+    #: WebSocket handshakes per second per client address and per credential; 0: off.
+    rate_handshake: float = attrs.field(default=0.0, validator=_non_negative)
+    #: Handshakes a client may make at once before ``rate_handshake`` applies.
+    rate_handshake_burst: int = attrs.field(default=20, validator=_positive)
+    #: Clients each rate limiter remembers; the least recently seen is forgotten beyond.
+    rate_max_clients: int = attrs.field(default=10_000, validator=_positive)
+    #: Log line format: ``text`` or ``json`` (one object per line).
+    log_format: str = attrs.field(default="text", validator=_log_format)
 
     @property
     def dev_mode(self) -> bool:
@@ -251,5 +330,60 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_ACCESS_LOG",
         "boolean",
         "Write an access log line per request to standard output (keys and tokens redacted).",
+    ),
+    "token_secrets": (
+        "FELIX_TOKEN_SECRET",
+        "list",
+        "Secret that signs subscribe tokens, or several separated by commas (the first signs, "
+        "all verify), each at least 16 characters. Unset: derived from FELIX_API_KEY; with "
+        "no key either, random per process.",
+    ),
+    "token_ttl": (
+        "FELIX_TOKEN_TTL",
+        "integer",
+        "Seconds a subscribe token lives when the request does not say.",
+    ),
+    "token_max_ttl": (
+        "FELIX_TOKEN_MAX_TTL",
+        "integer",
+        "Longest lifetime, in seconds, a token request may ask for; 422 beyond.",
+    ),
+    "allowed_origins": (
+        "FELIX_ALLOWED_ORIGINS",
+        "list",
+        "Origins browser WebSockets may come from, comma-separated (https://app.example.com; "
+        "`*` for any). Unset: same origin only when a key is set, any in development mode.",
+    ),
+    "rate_publish": (
+        "FELIX_RATE_PUBLISH",
+        "number",
+        "Publishes per second per client address and per key (0: no limit); 429 beyond.",
+    ),
+    "rate_publish_burst": (
+        "FELIX_RATE_PUBLISH_BURST",
+        "integer",
+        "Publishes a client may make at once before FELIX_RATE_PUBLISH applies.",
+    ),
+    "rate_handshake": (
+        "FELIX_RATE_HANDSHAKE",
+        "number",
+        "WebSocket handshakes per second per client address and per credential (0: no "
+        "limit); 429 beyond.",
+    ),
+    "rate_handshake_burst": (
+        "FELIX_RATE_HANDSHAKE_BURST",
+        "integer",
+        "Handshakes a client may make at once before FELIX_RATE_HANDSHAKE applies.",
+    ),
+    "rate_max_clients": (
+        "FELIX_RATE_MAX_CLIENTS",
+        "integer",
+        "Clients each rate limiter remembers; beyond, the least recently seen is forgotten.",
+    ),
+    "log_format": (
+        "FELIX_LOG_FORMAT",
+        "string",
+        "Log line format: text, or json (one object per line with time, level, logger, "
+        "message, and request_id / connection_id when known).",
     ),
 }

@@ -186,8 +186,8 @@ class WorkflowState:
 
     def events_after(self, after: int, limit: int) -> list[Event]:
         """Up to ``limit`` retained events with ``seq > after``, oldest first."""
-        if not self.history:
-            return []
+        if not self.history or after >= self.history[-1].seq:
+            return []  # also spares islice an ``after`` beyond sys.maxsize (was a 500)
         start = max(0, after - self.history[0].seq + 1)
         return list(itertools.islice(self.history, start, start + limit))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, unquote_to_bytes, urlencode
 
 from hypercorn.logging import Logger
 
@@ -25,7 +25,9 @@ SECRET_VARIABLES: Final = ("felix_api_key", "felix_token_secret")
 
 def redact_query(query: bytes) -> bytes:
     """The query string with the values of ``api_key`` and ``token`` replaced."""
-    if not any(name.encode() in query for name in SECRET_PARAMETERS):
+    # Look for the names decoded: the server decodes %74oken= to token= too.
+    decoded = unquote_to_bytes(query)
+    if not any(name.encode() in decoded for name in SECRET_PARAMETERS):
         return query
     pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
     return urlencode(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import hypercorn.trio
@@ -11,15 +12,22 @@ from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from felix._errors import FelixError
+from felix._core.events import encode
+from felix._errors import AuthenticationError, FelixError, RateLimited
 from felix._hub import Hub
 from felix.settings import Settings
+from felix.web._asgi import ASGIApp, Receive, Scope, Send
 from felix.web.access_log import RedactingLogger
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.fix_http_close import close_http_connections
 from felix.web.fix_send_deadline import abort_stalled_writes
 from felix.web.hypercorn_patches import FelixConfig, install
+from felix.web.log_context import LogContext
+from felix.web.metrics import add_metrics_route
+from felix.web.openapi import OPEN_PATHS, add_openapi_routes
+from felix.web.ratelimit import RateLimiter
 from felix.web.rest import api
+from felix.web.tokens import TokenSigner
 from felix.web.ws import WebSocketRouter
 
 __all__ = ["create_app", "hypercorn_config", "serve"]
@@ -30,7 +38,10 @@ logger = logging.getLogger("felix.web")
 _LAST_WRITES = 0.2
 
 #: Paths served without the API key (probes).
-_OPEN_PATHS = frozenset({"/healthz"})
+_OPEN_PATHS = frozenset({"/healthz"}) | OPEN_PATHS
+
+#: The routes FELIX_RATE_PUBLISH limits: publishing events and broadcasting.
+_PUBLISH_PATH = re.compile(r"/api/v1/workflows/[^/]+/events|/api/v1/broadcast")
 
 
 def _error_response(error: FelixError) -> Response:
@@ -40,6 +51,64 @@ def _error_response(error: FelixError) -> Response:
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+class PublishLimits:
+    """ASGI layer in front of every route: ``FELIX_RATE_PUBLISH`` per address and per key.
+
+    It sits outside the routing so that every way a publish is served is
+    limited alike. The per-address bucket is checked first, before the key is
+    (a key guesser is slowed down like anybody else; a 429 reveals nothing);
+    the per-key bucket only for a valid key, so that wrong keys cannot use up
+    a real key's allowance. Anything else passes straight through.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.limits = RateLimiter(
+            rate=settings.rate_publish,
+            burst=settings.rate_publish_burst,
+            max_clients=settings.rate_max_clients,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI scope, answering 429 to a publish over its limits."""
+        if (
+            self.limits.enabled
+            and scope["type"] == "http"
+            and scope["method"] == "POST"
+            and _PUBLISH_PATH.fullmatch(scope["path"])
+        ):
+            try:
+                self._check(scope)
+            except RateLimited as error:
+                await _send_error(send, error)
+                return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope) -> None:
+        client = scope.get("client")
+        now = trio.current_time()
+        self.limits.check(
+            f"a:{client[0] if client else 'unknown'}", now, what="publishes from this address"
+        )
+        try:
+            key = check_api_key(self.settings.api_keys, key_from_headers(scope["headers"]))
+        except AuthenticationError:
+            return  # refused further in, with 401
+        if key is not None:
+            self.limits.check(f"k:{key}", now, what="publishes with this key")
+
+
+async def _send_error(send: Send, error: FelixError) -> None:
+    body = encode(error.to_json()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
@@ -61,6 +130,10 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(api)
+    add_metrics_route(app, hub)  # GET /metrics, behind the API key like the REST API
+    add_openapi_routes(app, settings)  # GET /openapi.json and /docs, open
+
+    app.config.update(FELIX_TOKENS=TokenSigner.from_settings(settings))
 
     @app.before_request
     async def authenticate() -> None:
@@ -100,8 +173,11 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
         response.status_code = 500
         return response
 
-    router = WebSocketRouter(hub, settings, close_http_connections(app.asgi_app))  # type: ignore[arg-type]
-    app.asgi_app = router  # type: ignore[method-assign,assignment]
+    quart_app: ASGIApp = app.asgi_app  # type: ignore[assignment]
+    router = WebSocketRouter(
+        hub, settings, close_http_connections(quart_app, settings.send_timeout)
+    )
+    app.asgi_app = LogContext(PublishLimits(router, settings))  # type: ignore[method-assign,assignment]
     return app
 
 
@@ -113,7 +189,9 @@ def hypercorn_config(settings: Settings) -> FelixConfig:
     config.felix_compression = settings.ws_compression
     config.bind = [f"{settings.host}:{settings.port}"]
     config.logger_class = RedactingLogger
-    config.accesslog = "-" if settings.access_log else None
+    # JSON logs: access lines go through the root logger's JSON handler (stderr).
+    access = logging.getLogger("hypercorn.access") if settings.log_format == "json" else "-"
+    config.accesslog = access if settings.access_log else None
     # The path with its query (redacted by RedactingLogger: after= and types=
     # are worth seeing), the status, the size and the time taken in µs.
     config.access_log_format = '%(h)s "%(R)s" %(s)s %(b)s %(D)sus'

@@ -6,6 +6,7 @@ wrong key and a missing key take the same path and the same time.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 
@@ -34,17 +35,27 @@ def key_from_headers(
     return None
 
 
-def check_api_key(keys: tuple[str, ...], presented: str | None) -> None:
+def check_api_key(keys: tuple[str, ...], presented: str | None) -> int | None:
     """Raise :class:`AuthenticationError` unless ``presented`` is one of ``keys``.
 
-    With no keys configured (development mode) everything passes.
+    Returns the index of the matching key (a name for it that is not the
+    key, for per-key rate limits), or None in development mode (no keys
+    configured), where everything passes.
     """
     if not keys:
-        return
-    candidate = (presented or "").encode()
-    matched = False
-    for key in keys:
+        return None
+    # Digests of equal length, so that not even the key's length shows in the
+    # time compare_digest takes.
+    candidate = _digest(presented or "")
+    matched: int | None = None
+    for index, key in enumerate(keys):
         # No short-circuit: every key is compared whatever matched before.
-        matched |= hmac.compare_digest(candidate, key.encode())
-    if not matched or presented is None:
+        if hmac.compare_digest(candidate, _digest(key)) and matched is None:
+            matched = index
+    if matched is None or presented is None:
         raise AuthenticationError("missing or invalid API key")
+    return matched
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

@@ -18,6 +18,8 @@ Installed by :func:`felix.web.hypercorn_patches.install`;
 
 from __future__ import annotations
 
+from typing import Any
+
 import trio
 from hypercorn.protocol.events import Body, Data, Event, StreamClosed
 from hypercorn.protocol.ws_stream import WSStream
@@ -35,6 +37,12 @@ class DeadPeerWSStream(WSStream):
 
     _felix_heard: float = 0.0
     _felix_closed: trio.Event | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Made here, not on first sleep: a close that comes while the first
+        # ping is being sent must still wake the ping task.
+        self._felix_closed = trio.Event()
 
     async def handle(self, event: Event) -> None:
         if isinstance(event, Body | Data):

@@ -10,8 +10,12 @@ never armed and the socket never closed. A client that reads to end of stream
 waits forever, and idle connections pile up.
 
 The fix shields the one ``send`` that carries the final body message, so
-Hypercorn's bookkeeping runs to completion. The write inside it is already
-shielded by Hypercorn itself, so no new unbounded wait is introduced.
+Hypercorn's bookkeeping runs to completion. Only HTTP/1 responses are
+shielded: after an ``Upgrade: h2c`` request Hypercorn speaks HTTP/2, whose
+send waits for flow-control credit a departed client never grants, and a
+shield there kept the server from ever being cancelled (found by
+tests/test_fuzz.py). The shield also has a deadline (``timeout``; Felix
+passes FELIX_SEND_TIMEOUT).
 
 ``tests/web/test_stack_fixes.py`` reproduces the hang without this wrapper;
 drop the module when that test passes without it.
@@ -28,17 +32,23 @@ from felix.web._asgi import ASGIApp, Receive, Scope, Send
 __all__ = ["close_http_connections"]
 
 
-def close_http_connections(app: ASGIApp) -> ASGIApp:
-    """Wrap an ASGI app so its final HTTP body message cannot be cancelled."""
+def close_http_connections(app: ASGIApp, timeout: float = 10.0) -> ASGIApp:
+    """Wrap an ASGI app so its final HTTP body message is not cancelled mid-way.
+
+    It may still be cut off after ``timeout`` seconds.
+    """
 
     async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        # Only HTTP/1 has the defect; an HTTP/2 send (after an h2c upgrade)
+        # waits for flow control and must stay cancellable.
+        if scope["type"] != "http" or scope.get("http_version") not in ("1.0", "1.1"):
             await app(scope, receive, send)
             return
 
         async def send_final_shielded(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body", False):
-                with trio.CancelScope(shield=True):
+                with trio.CancelScope(shield=True) as shielded:
+                    shielded.deadline = trio.current_time() + timeout
                     await send(message)
             else:
                 await send(message)

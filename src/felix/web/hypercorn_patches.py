@@ -22,14 +22,15 @@ import hypercorn.trio.run
 from hypercorn.config import Config
 
 from felix.web.fix_dead_peers import DeadPeerWSStream
+from felix.web.fix_oversized_message import OversizeSafeWSStream
 from felix.web.fix_permessage_deflate import CompressionSettingWSStream
 from felix.web.fix_send_deadline import DeadlineTCPServer
 
 __all__ = ["FelixConfig", "FelixWSStream", "install", "installed"]
 
 
-class FelixWSStream(DeadPeerWSStream, CompressionSettingWSStream):
-    """Hypercorn's WebSocket stream with both of Felix's fixes."""
+class FelixWSStream(DeadPeerWSStream, CompressionSettingWSStream, OversizeSafeWSStream):
+    """Hypercorn's WebSocket stream with Felix's fixes."""
 
 
 class FelixConfig(Config):

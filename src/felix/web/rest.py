@@ -8,6 +8,7 @@ the contract's ``{"error", "message"}`` bodies by the app's error handler.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import trio
@@ -17,6 +18,7 @@ from felix._core.events import decode_json
 from felix._errors import EventTooLarge, InvalidEvent, WorkflowNotFound
 from felix._hub import WORKFLOW_ID, Hub
 from felix.settings import Settings
+from felix.web.tokens import TokenSigner, expires_at
 
 __all__ = ["api"]
 
@@ -140,24 +142,40 @@ async def list_events(workflow_id: str) -> Response:
     )
 
 
-@api.post("/workflows/<workflow_id>/events")
-async def publish_events(workflow_id: str) -> Response:
-    """Publish one event or a batch (a JSON array), all or nothing -> 202."""
+@api.post("/workflows/<workflow_id>/tokens")
+async def mint_token(workflow_id: str) -> Response:
+    """A subscribe token for one workflow: ``{"ttl_seconds"?}`` -> 201 ``{"token", "expires_at"}``.
+
+    The token opens that workflow's WebSocket until it expires, and nothing
+    else (:mod:`felix.web.tokens`). The API key is checked first (401), then
+    the workflow (404), then the body (422).
+    """
     workflow_id = _workflow_id(workflow_id)
-    hub = _hub()
-    hub.get(workflow_id)  # 404 before reading a body that could be large
-    body = await _json_body()
-    if isinstance(body, list):
-        if not body:
-            raise InvalidEvent("the batch is empty; send at least one event")
-        events = body
-    else:
-        events = [body]
-    result = await hub.publish(workflow_id, events)
-    return _json(
-        {"accepted": result.accepted, "first_seq": result.first_seq, "last_seq": result.last_seq},
-        202,
-    )
+    _hub().get(workflow_id)
+    ttl = _token_ttl(await _json_body(optional=True))
+    signer: TokenSigner = current_app.config["FELIX_TOKENS"]
+    token, expires = signer.mint(workflow_id, now=time.time(), ttl=ttl)
+    return _json({"token": token, "expires_at": expires_at(expires)}, 201)
+
+
+def _token_ttl(body: Any) -> int:
+    settings = _settings()
+    if body is None:
+        return settings.token_ttl
+    if not isinstance(body, dict):
+        raise InvalidEvent('the body must be a JSON object, e.g. {"ttl_seconds": 300}, or empty')
+    unknown = sorted(set(body) - {"ttl_seconds"})
+    if unknown:
+        raise InvalidEvent(f"unknown field {unknown[0][:64]!r}; a token request takes ttl_seconds")
+    ttl = body.get("ttl_seconds", settings.token_ttl)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
+        raise InvalidEvent("field 'ttl_seconds' must be a positive integer (seconds)")
+    if ttl > settings.token_max_ttl:
+        raise InvalidEvent(
+            f"field 'ttl_seconds' must be at most {settings.token_max_ttl} "
+            f"(FELIX_TOKEN_MAX_TTL), got {str(ttl)[:32]}"
+        )
+    return ttl
 
 
 @api.delete("/workflows/<workflow_id>")

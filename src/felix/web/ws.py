@@ -37,6 +37,7 @@ from felix._errors import (
     WorkflowNotFound,
 )
 from felix._hub import WORKFLOW_ID, Hub
+from felix._logging import CONNECTION_ID
 from felix._subscription import Subscription
 from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
@@ -233,6 +234,7 @@ class WebSocketRouter:
         try:
             await self._serve(scope, receive, send)
         except FelixError as error:
+            self.hub.counters.refused(error.code)  # a bounded label: the contract's code
             await _refuse(send, error)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -278,6 +280,7 @@ class WebSocketRouter:
         return query
 
     async def _run(self, sub: Subscription, receive: Receive, send: Send) -> None:
+        CONNECTION_ID.set(sub.connection_id)  # for JSON log lines; this task is the connection's
         await send({"type": "websocket.accept"})
         try:
             async with trio.open_nursery() as nursery:
