@@ -60,3 +60,21 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".", "matplotlib")
     session.run("python", "-m", "felix.bench", *session.posargs)
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Hostile input at every REST route and the WebSocket, at length (about 10 minutes).
+
+    Examples per test as the first argument: ``nox -s fuzz -- 5000``.
+    """
+    session.install("-e", ".[test]")
+    examples = session.posargs[0] if session.posargs else "1000"
+    session.run(
+        "pytest",
+        "tests/test_fuzz.py",
+        "--hypothesis-show-statistics",
+        "-o",
+        "faulthandler_timeout=3600",
+        env={"FELIX_FUZZ_EXAMPLES": examples, "FELIX_FUZZ_BATCH": "32"},
+    )
