@@ -12,11 +12,10 @@ from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from felix._core.events import encode
 from felix._errors import AuthenticationError, FelixError, RateLimited
 from felix._hub import Hub
 from felix.settings import Settings
-from felix.web._asgi import ASGIApp, Receive, Scope, Send
+from felix.web._asgi import ASGIApp, Receive, Scope, Send, send_error
 from felix.web.access_log import RedactingLogger
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.fix_http_close import close_http_connections
@@ -83,7 +82,7 @@ class PublishLimits:
             try:
                 self._check(scope)
             except RateLimited as error:
-                await _send_error(send, error)
+                await send_error(send, error)
                 return
         await self.app(scope, receive, send)
 
@@ -99,16 +98,6 @@ class PublishLimits:
             return  # refused further in, with 401
         if key is not None:
             self.limits.check(f"k:{key}", now, what="publishes with this key")
-
-
-async def _send_error(send: Send, error: FelixError) -> None:
-    body = encode(error.to_json()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:

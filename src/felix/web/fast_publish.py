@@ -15,11 +15,11 @@ import logging
 import re
 from typing import Any, Final
 
-from felix._core.events import decode_json, encode
+from felix._core.events import decode_json
 from felix._errors import EventTooLarge, FelixError, InvalidEvent, WorkflowNotFound
 from felix._hub import WORKFLOW_ID, Hub
 from felix.settings import Settings
-from felix.web._asgi import Receive, Scope, Send
+from felix.web._asgi import Receive, Scope, Send, send_error, send_json
 from felix.web.auth import check_api_key, key_from_headers
 
 __all__ = ["PUBLISH_PATH", "handle_publish"]
@@ -34,35 +34,15 @@ async def handle_publish(
 ) -> None:
     """Serve ``POST /api/v1/workflows/{id}/events``: one event or a batch -> 202."""
     try:
-        status, payload, headers = (
-            202,
-            await _publish(hub, settings, workflow_id, scope, receive),
-            [],
-        )
+        answer = await _publish(hub, settings, workflow_id, scope, receive)
     except FelixError as error:
-        status, payload = error.http_status, error.to_json()
-        retry_after = getattr(error, "retry_after", None)
-        headers = [(b"retry-after", str(retry_after).encode())] if retry_after else []
+        await send_error(send, error)
+        return
     except Exception:
         logger.exception("unhandled error in POST %s", scope.get("path"))
-        status, payload, headers = (
-            500,
-            {"error": "internal_error", "message": "internal server error"},
-            [],
-        )
-    body = encode(payload).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+        await send_json(send, 500, {"error": "internal_error", "message": "internal server error"})
+        return
+    await send_json(send, 202, answer)
 
 
 async def _publish(

@@ -28,7 +28,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 import trio
 
-from felix._core.events import TYPE_NAME, Frame, decode_json, encode, format_timestamp, make_frame
+from felix._core.events import TYPE_NAME, Frame, decode_json, format_timestamp, make_frame
 from felix._errors import (
     AuthenticationError,
     BadRequest,
@@ -40,7 +40,7 @@ from felix._hub import WORKFLOW_ID, Hub
 from felix._logging import CONNECTION_ID
 from felix._subscription import Subscription
 from felix.settings import Settings
-from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
+from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.direct_write import DirectWriter
 from felix.web.fast_publish import PUBLISH_PATH, handle_publish
@@ -235,7 +235,7 @@ class WebSocketRouter:
             await self._serve(scope, receive, send)
         except FelixError as error:
             self.hub.counters.refused(error.code)  # a bounded label: the contract's code
-            await _refuse(send, error)
+            await send_error(send, error, websocket=True)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Rate limit, credentials (an API key or a subscribe token) and origin
@@ -394,15 +394,3 @@ def _parse_types(query: dict[str, str]) -> frozenset[str] | None:
             f"types must be a comma-separated list of event type names, got {raw[:64]!r}"
         )
     return frozenset(names)
-
-
-async def _refuse(send: Send, error: FelixError) -> None:
-    body = encode(error.to_json()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    retry_after = getattr(error, "retry_after", None)
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    await send(
-        {"type": "websocket.http.response.start", "status": error.http_status, "headers": headers}
-    )
-    await send({"type": "websocket.http.response.body", "body": body})
