@@ -212,7 +212,9 @@ class WorkflowActor:
         frames = [event.frame for event in events]
         # One offer per subscriber per publish: the per-subscriber work of a
         # batch is one call, and a batch is never split by the buffer policy.
-        dropped = [sub for sub in subscribers if not sub.offer(frames)]
+        # A batch's bytes are joined once here, not once per subscriber.
+        wire = b"".join(frame.wire for frame in frames) if len(frames) > 1 else None
+        dropped = [sub for sub in subscribers if not sub.offer(frames, wire=wire)]
         subscribers.difference_update(dropped)
         self.on_frames(frames)
         if self.state.terminal:

@@ -122,8 +122,13 @@ class Subscription:
         """Whether this subscriber's ``types=`` filter lets a frame through."""
         return self.types is None or frame_type in self.types
 
-    def offer(self, frames: list[Frame], *, control: bool = False) -> bool:
+    def offer(
+        self, frames: list[Frame], *, control: bool = False, wire: bytes | None = None
+    ) -> bool:
         """Queue one publish's frames without waiting; ``control`` skips the filter.
+
+        ``wire``, if given, is every frame's bytes joined, built once by the
+        publisher for all subscribers; it is used when no filter drops a frame.
 
         Returns False when the subscription no longer takes frames (it ended,
         or its backlog was already past its budget, which ends it with 4008),
@@ -145,7 +150,12 @@ class Subscription:
             # The hot path: nothing is waiting ahead of these frames, so they
             # go straight to the socket from the publisher's task, with no
             # task switch; only what the socket does not take now is queued.
-            data = wanted[0].wire if len(wanted) == 1 else b"".join(f.wire for f in wanted)
+            if wire is not None and wanted is frames:
+                data = wire
+            elif len(wanted) == 1:
+                data = wanted[0].wire
+            else:
+                data = b"".join(f.wire for f in wanted)
             written = direct.try_send(data)
             self.messages_sent += len(wanted)
             if written < len(data):
