@@ -23,11 +23,17 @@ from typing import Any, Final
 import attrs
 import trio
 
+from felix._broker import Broker, Stored
 from felix._core.events import Event, Frame, format_timestamp, make_frame
 from felix._core.workflow import WorkflowState
 from felix._counters import Counters
-from felix._errors import CapacityError, FelixError, WorkflowNotFound
-from felix._subscription import CLOSE_NORMAL, Subscription
+from felix._errors import BrokerUnavailable, CapacityError, FelixError, WorkflowNotFound
+from felix._subscription import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_SLOW_CONSUMER,
+    Subscription,
+)
 
 __all__ = ["PublishResult", "WorkflowActor"]
 
@@ -108,7 +114,19 @@ class _Unsubscribe:
     subscription: Subscription
 
 
-_Command = _Publish | _Subscribe | _Unsubscribe
+@attrs.frozen
+class _Remote:
+    """Events another node committed (or this one: they are skipped by ``seq``)."""
+
+    events: list[Event]
+
+
+@attrs.frozen
+class _Resync:
+    """Catch up with the broker: a feed batch was missed or Redis came back."""
+
+
+_Command = _Publish | _Subscribe | _Unsubscribe | _Remote | _Resync
 
 
 @attrs.define(eq=False)
@@ -126,8 +144,21 @@ class WorkflowActor:
     inbox_size: int = 256
     #: The hub's totals, bumped once per publish (never per delivery).
     counters: Counters = attrs.Factory(Counters)
+    #: Shared storage when several nodes serve the workflow; None: this actor
+    #: is the workflow's only owner (the in-memory default).
+    broker: Broker | None = None
+    #: With a broker: seconds this copy lives on while nobody here watches it.
+    idle_seconds: float = 60.0
+    #: With a broker: builds this node's state from what the broker stored.
+    state_from: Callable[[Stored], WorkflowState] | None = None
+    #: With a broker: the broker forgot the workflow, so this copy ends now.
+    _gone: bool = attrs.field(default=False, init=False)
+    #: With a broker: a feed batch could not be queued, so catch up before going on.
+    _stale: bool = attrs.field(default=False, init=False)
     _subscribers: set[Subscription] = attrs.field(factory=set, init=False)
     _expires_at: float = attrs.field(default=math.inf, init=False)
+    #: When this actor saw the workflow end (trio clock); retention counts from it.
+    _ended_at: float = attrs.field(default=math.inf, init=False)
     _send: trio.MemorySendChannel[_Command] = attrs.field(init=False)
     _receive: trio.MemoryReceiveChannel[_Command] = attrs.field(init=False)
 
@@ -145,18 +176,39 @@ class WorkflowActor:
         """Apply commands until the retention period after the end runs out.
 
         Runs in the hub's nursery; cancelling it ends the actor, and every
-        command still queued is answered with :class:`WorkflowNotFound`.
+        command still queued is answered with :class:`WorkflowNotFound`. With
+        a broker, a copy nobody here watches also ends after ``idle_seconds``.
         """
         task_status.started()
         try:
+            self._expires_at = self._expiry()
             while True:
+                command: _Command | None = None
+                # Only the wait is bounded: a command under way (a commit to
+                # Redis) is never cut off half-done by the expiry.
                 with trio.move_on_at(self._expires_at):
                     command = await self._receive.receive()
+                if command is None:
+                    return
+                if self.broker is None:
                     self._handle(command)
-                    continue
-                return
+                else:
+                    await self._handle_shared(command)
+                self._expires_at = self._expiry()
         finally:
             self._end()
+
+    def _expiry(self) -> float:
+        if self._gone:
+            return -math.inf
+        now = trio.current_time()
+        idle = self.broker is not None and not self.subscriber_count()
+        if self.state.terminal:
+            # A copy loaded from the broker already finished: count from now.
+            self._ended_at = min(self._ended_at, now)
+            end = self._ended_at + self.retention_seconds
+            return min(end, now + self.idle_seconds) if idle else end
+        return now + self.idle_seconds if idle else math.inf
 
     def _end(self) -> None:
         # Close first so later senders fail fast, then answer what is queued.
@@ -167,7 +219,7 @@ class WorkflowActor:
                 command = self._receive.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
                 break
-            if not isinstance(command, _Unsubscribe):
+            if isinstance(command, _Publish | _Subscribe):
                 command.reply.set(error=gone)
         for subscription in self._subscribers:
             subscription.finish(CLOSE_NORMAL, f"workflow {self.state.status}")
@@ -183,7 +235,7 @@ class WorkflowActor:
             logger.exception(
                 "workflow %s failed to apply %s", self.workflow_id, type(command).__name__
             )
-            if not isinstance(command, _Unsubscribe):
+            if isinstance(command, _Publish | _Subscribe):
                 command.reply.set(error=FelixError("internal error while applying the request"))
 
     def _apply(self, command: _Command) -> None:
@@ -204,8 +256,106 @@ class WorkflowActor:
                 command.reply.set(error=error)
             else:
                 command.reply.set()
-        else:
+        elif isinstance(command, _Unsubscribe):
             self._subscribers.discard(command.subscription)
+
+    # --- with a broker: commit there first, hear of other nodes' commits ----------
+
+    async def _handle_shared(self, command: _Command) -> None:
+        try:
+            await self._apply_shared(command)
+        except BrokerUnavailable as error:
+            self._stale = True
+            if isinstance(command, _Publish | _Subscribe):
+                command.reply.set(error=error)
+        except Exception:
+            logger.exception(
+                "workflow %s failed to apply %s", self.workflow_id, type(command).__name__
+            )
+            if isinstance(command, _Publish | _Subscribe):
+                command.reply.set(error=FelixError("internal error while applying the request"))
+        if self._stale:
+            try:
+                await self._resync()
+            except BrokerUnavailable:
+                pass  # still stale: tried again after the next command, or when Redis is back
+            except Exception:
+                logger.exception("workflow %s failed to catch up", self.workflow_id)
+
+    async def _apply_shared(self, command: _Command) -> None:
+        if isinstance(command, _Publish):
+            await self._publish_shared(command)
+        elif isinstance(command, _Subscribe):
+            if command.after is not None and command.after > self.state.last_seq:
+                # The client saw events (on another node) that this copy has
+                # not heard of yet: catch up, or its replay would repeat them.
+                await self._resync()
+            self._apply(command)
+        elif isinstance(command, _Remote):
+            if command.events[0].seq > self.state.last_seq + 1:
+                self._stale = True  # a batch went missing: the broker has it
+            else:
+                self._deliver(command.events)
+        elif isinstance(command, _Resync):
+            self._stale = True
+        else:
+            self._apply(command)
+
+    async def _publish_shared(self, command: _Publish) -> None:
+        assert self.broker is not None
+        while True:
+            try:
+                events = self.state.check(command.batch, datetime.now(UTC))
+            except FelixError as error:
+                command.reply.set(error=error)
+                return
+            after = self.state.preview(events)
+            retention = self.retention_seconds if after.terminal else None
+            try:
+                outcome = await self.broker.commit(self.state, after, events, retention)
+            except WorkflowNotFound as error:
+                command.reply.set(error=error)
+                return
+            if outcome.committed:
+                self._deliver(events)
+                self.counters.events_published += len(events)
+                self.counters.publish_latency.observe(time.perf_counter() - command.accepted)
+                command.reply.set(PublishResult(events))
+                return
+            # Another node published first: hear what it did, then build the
+            # batch again on top (its seq, and its checks: it may be terminal now).
+            await self._resync()
+
+    def _deliver(self, events: list[Event]) -> None:
+        fresh = [event for event in events if event.seq > self.state.last_seq]
+        if fresh:
+            self.state.apply(fresh)
+            self._fan_out(fresh)
+
+    async def _resync(self) -> None:
+        """Bring this copy level with the broker and tell subscribers what they missed."""
+        assert self.broker is not None
+        self._stale = True  # until it has worked
+        assert self.state_from is not None
+        stored = await self.broker.load(self.workflow_id)
+        self._stale = False
+        if stored is None:
+            # Forgotten by the broker (retention ran out, or Redis lost its data).
+            for subscription in self._subscribers:
+                subscription.finish(CLOSE_GOING_AWAY, "workflow no longer exists")
+            self._subscribers.clear()
+            self._gone = True
+            return
+        missed = [event for event in stored.events if event.seq > self.state.last_seq]
+        if missed and missed[0].seq != self.state.last_seq + 1:
+            # Trimmed before this node read them: the subscribers here cannot
+            # get them in order, so they resume elsewhere and learn of the gap.
+            for subscription in self._subscribers:
+                subscription.kick(CLOSE_SLOW_CONSUMER, "fell behind the broker; resume with after=")
+            self._subscribers.clear()
+        self.state = self.state_from(stored)
+        if missed:
+            self._fan_out(missed)
 
     def _fan_out(self, events: list[Event]) -> None:
         subscribers = self._subscribers
@@ -222,7 +372,7 @@ class WorkflowActor:
             for subscription in subscribers:
                 subscription.finish(CLOSE_NORMAL, reason)
             subscribers.clear()
-            self._expires_at = trio.current_time() + self.retention_seconds
+            self._ended_at = min(self._ended_at, trio.current_time())
 
     def _subscribe(self, subscription: Subscription, after: int | None) -> None:
         if not self.state.terminal and self.subscriber_count() >= self.max_subscribers:
@@ -277,6 +427,28 @@ class WorkflowActor:
             trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
         ):
             self._send.send_nowait(_Unsubscribe(subscription))
+
+    def feed_nowait(self, events: list[Event]) -> None:
+        """Hand over a batch from the broker's feed, without waiting.
+
+        The feed reader serves every workflow of the node, so it never waits
+        on one: if the inbox is full the batch is dropped here and the actor,
+        seeing the gap, reads it back from the broker.
+        """
+        try:
+            self._send.send_nowait(_Remote(events))
+        except trio.WouldBlock:
+            self._stale = True
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the actor has ended; nobody here watches the workflow
+
+    def resync_nowait(self) -> None:
+        """Ask the actor to catch up with the broker (after an outage)."""
+        self._stale = True
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            self._send.send_nowait(_Resync())
 
     async def _put(self, command: _Command) -> None:
         try:

@@ -132,3 +132,17 @@ class ShuttingDown(FelixError):
 
     http_status = 503
     code = "shutting_down"
+
+
+class BrokerUnavailable(FelixError):
+    """The shared broker (Redis) cannot be reached or did not answer in time (503).
+
+    Nothing was acknowledged: a producer may retry after ``retry_after`` seconds.
+    """
+
+    http_status = 503
+    code = "broker_unavailable"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.retry_after = 1

@@ -9,6 +9,7 @@ changes synchronously, so it needs no lock either.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable
@@ -20,6 +21,7 @@ import attrs
 import trio
 
 from felix._actor import PublishResult, WorkflowActor
+from felix._broker import Broker, Stored
 from felix._core.events import (
     STATUSES,
     Event,
@@ -48,6 +50,15 @@ from felix.settings import Settings
 __all__ = ["Hub", "Workflow", "open_hub"]
 
 WORKFLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _ignore(_frames: list[Frame]) -> None:
+    pass
+
+
+def _check_status(status: str | None) -> None:
+    if status is not None and status not in STATUSES:
+        raise InvalidEvent(f"status must be one of {', '.join(STATUSES)}")
 
 
 def _now() -> str:
@@ -96,7 +107,12 @@ class Hub:
 
     settings: Settings
     _nursery: trio.Nursery
+    #: Shared storage for several nodes (see :mod:`felix._broker`); None keeps
+    #: every workflow in this process.
+    broker: Broker | None = None
     _actors: dict[str, WorkflowActor] = attrs.field(factory=dict, init=False)
+    #: Workflows being loaded from the broker, so two loads of one id wait for one.
+    _loading: dict[str, trio.Event] = attrs.field(factory=dict, init=False)
     _connections: dict[str, Subscription] = attrs.field(factory=dict, init=False)
     _system: set[Subscription] = attrs.field(factory=set, init=False)
     _accepting: bool = attrs.field(default=True, init=False)
@@ -136,37 +152,86 @@ class Hub:
                 f"task and metadata are {size} bytes encoded; the limit is "
                 f"{self.settings.max_event_bytes}"
             )
-        if workflow_id in self._actors:
+        state = self._new_state(workflow_id, created_at=_now(), task=task, metadata=metadata)
+        if self.broker is not None:
+            # The broker decides, atomically across nodes, whether the id is free.
+            await self.broker.create(state, self.settings.max_workflows)
+            if len(self._actors) >= self.settings.max_workflows:
+                return Workflow(**state.view(0))  # stored; a copy is loaded when needed
+        elif workflow_id in self._actors:
             raise WorkflowExists(f"workflow {workflow_id} already exists")
-        if len(self._actors) >= self.settings.max_workflows:
+        elif len(self._actors) >= self.settings.max_workflows:
             raise CapacityError(
                 f"the server holds {self.settings.max_workflows} workflows, the limit; "
                 "finished ones are forgotten after their retention period"
             )
+        actor = await self._start_actor(state)
+        return self._snapshot(actor)
+
+    def _new_state(self, workflow_id: str, **fields: Any) -> WorkflowState:
+        return WorkflowState(
+            workflow_id=workflow_id,
+            history_size=self.settings.history_size,
+            max_event_bytes=self.settings.max_event_bytes,
+            max_agents=self.settings.max_agents_per_workflow,
+            **fields,
+        )
+
+    def _state_from(self, stored: Stored) -> WorkflowState:
+        state = self._new_state(**stored.record)
+        state.history.extend(stored.events)
+        return state
+
+    async def _start_actor(self, state: WorkflowState) -> WorkflowActor:
         settings = self.settings
         actor = WorkflowActor(
-            state=WorkflowState(
-                workflow_id=workflow_id,
-                created_at=_now(),
-                task=task,
-                metadata=metadata,
-                history_size=settings.history_size,
-                max_event_bytes=settings.max_event_bytes,
-                max_agents=settings.max_agents_per_workflow,
-            ),
+            state=state,
             retention_seconds=settings.retention_seconds,
             publish_timeout=settings.publish_timeout,
             max_subscribers=settings.max_connections_per_workflow,
-            on_frames=self._to_system,
+            # With a broker the system stream is fed from the broker's feed,
+            # which carries every node's events, this node's included.
+            on_frames=self._to_system if self.broker is None else _ignore,
             on_exit=self._forget,
             inbox_size=settings.inbox_size,
             counters=self.counters,
+            broker=self.broker,
+            idle_seconds=settings.broker_idle_seconds,
+            state_from=self._state_from,
         )
         # Registered before the await so a concurrent create of the same id
         # sees it taken.
-        self._actors[workflow_id] = actor
+        self._actors[state.workflow_id] = actor
         await self._nursery.start(actor.run)
-        return self._snapshot(actor)
+        return actor
+
+    async def _local(self, workflow_id: str) -> WorkflowActor:
+        """The workflow's actor here; with a broker, loaded from it if need be."""
+        actor = self._actors.get(workflow_id)
+        if actor is not None or self.broker is None:
+            return self._actor(workflow_id)
+        loading = self._loading.get(workflow_id)
+        if loading is not None:
+            await loading.wait()
+            return self._actor(workflow_id)
+        self._loading[workflow_id] = loading = trio.Event()
+        try:
+            stored = await self.broker.load(workflow_id)
+            if stored is None:
+                raise WorkflowNotFound(f"workflow {workflow_id} not found")
+            if len(self._actors) >= self.settings.max_workflows:
+                raise CapacityError(
+                    f"this node holds {self.settings.max_workflows} workflows, the limit; "
+                    "copies nobody watches are dropped after FELIX_BROKER_IDLE_SECONDS"
+                )
+            actor = await self._start_actor(self._state_from(stored))
+            # What was committed between the load and the registration went
+            # past on the feed before this node listened for it.
+            actor.resync_nowait()
+            return actor
+        finally:
+            del self._loading[workflow_id]
+            loading.set()
 
     def _forget(self, actor: WorkflowActor) -> None:
         if self._actors.get(actor.workflow_id) is actor:
@@ -182,7 +247,11 @@ class Hub:
         return Workflow(**actor.view())
 
     def get(self, workflow_id: str) -> Workflow:
-        """The workflow's current state. Raises :class:`WorkflowNotFound`."""
+        """The workflow's current state. Raises :class:`WorkflowNotFound`.
+
+        Synchronous, from this process's actors: with a broker, use
+        :meth:`get_workflow`, which asks the broker.
+        """
         return self._snapshot(self._actor(workflow_id))
 
     def list(
@@ -190,10 +259,10 @@ class Hub:
     ) -> tuple[list[Workflow], int]:
         """Workflows in creation order, optionally of one status.
 
-        Returns one page and the total that matched.
+        Returns one page and the total that matched. Synchronous, from this
+        process's actors: with a broker, use :meth:`list_workflows`.
         """
-        if status is not None and status not in STATUSES:
-            raise InvalidEvent(f"status must be one of {', '.join(STATUSES)}")
+        _check_status(status)
         actors: Iterable[WorkflowActor] = self._actors.values()
         if status is not None:
             actors = [actor for actor in actors if actor.state.status == status]
@@ -203,8 +272,61 @@ class Hub:
         return page, len(actors)
 
     def events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> builtins.list[Event]:
-        """Retained events with ``seq > after``, oldest first, at most ``limit``."""
+        """Retained events with ``seq > after``, oldest first, at most ``limit``.
+
+        Synchronous, from this process's actors: with a broker, use
+        :meth:`get_events`.
+        """
         return self._actor(workflow_id).state.events_after(after, limit)
+
+    async def get_workflow(self, workflow_id: str) -> Workflow:
+        """The workflow's current state, from the broker if there is one.
+
+        Raises :class:`WorkflowNotFound`, and :class:`BrokerUnavailable` when
+        the broker cannot be reached.
+        """
+        if self.broker is None:
+            return self.get(workflow_id)
+        stored = await self.broker.view(workflow_id)
+        if stored is None:
+            raise WorkflowNotFound(f"workflow {workflow_id} not found")
+        return Workflow(**self._state_from(stored).view(self.connection_count(workflow_id)))
+
+    async def list_workflows(
+        self, status: str | None = None, limit: int = 100, offset: int = 0
+    ) -> tuple[builtins.list[Workflow], int]:
+        """:meth:`list`, from the broker if there is one."""
+        if self.broker is None:
+            return self.list(status, limit, offset)
+        _check_status(status)
+        states = [self._state_from(stored) for stored in await self.broker.list()]
+        if status is not None:
+            states = [state for state in states if state.status == status]
+        page = [
+            Workflow(**state.view(self.connection_count(state.workflow_id)))
+            for state in states[offset : offset + limit]
+        ]
+        return page, len(states)
+
+    async def get_events(
+        self, workflow_id: str, after: int = 0, limit: int = 1000
+    ) -> builtins.list[Event]:
+        """:meth:`events`, from the broker if there is one."""
+        if self.broker is None:
+            return self.events(workflow_id, after, limit)
+        events = await self.broker.events_after(workflow_id, after, limit)
+        if events is None:
+            raise WorkflowNotFound(f"workflow {workflow_id} not found")
+        return events
+
+    async def require(self, workflow_id: str) -> None:
+        """Raise :class:`WorkflowNotFound` unless the workflow exists (anywhere)."""
+        await self._local(workflow_id)
+
+    def health(self) -> dict[str, Any]:
+        """What ``/healthz`` reports: accepting work, and the broker's state."""
+        broker = self.broker.health() if self.broker is not None else {"kind": "memory"}
+        return {"accepting": self._accepting, "broker": broker}
 
     def statistics(self) -> dict[str, Any]:
         """Counts for operators: workflows by status, connections, subscribers."""
@@ -234,7 +356,6 @@ class Hub:
         :class:`WorkflowConflict` (409) for a terminal workflow, and
         :class:`CapacityError` (503) when the workflow's inbox stays full.
         """
-        actor = self._actor(workflow_id)
         if len(events) > self.settings.max_batch_events:
             raise EventTooLarge(
                 f"batch has {len(events)} events; the limit is {self.settings.max_batch_events}"
@@ -246,6 +367,7 @@ class Hub:
             except FelixError as error:
                 error.details["index"] = index
                 raise
+        actor = await self._local(workflow_id)
         if actor.state.terminal:
             raise WorkflowConflict(
                 f"workflow {workflow_id} is {actor.state.status}; it takes no more events",
@@ -279,6 +401,26 @@ class Hub:
         :class:`InvalidEvent` for a workflow type or a malformed event.
         """
         frame = validate_broadcast(event, datetime.now(UTC), self.settings.max_event_bytes)
+        if self.broker is not None:
+            await self.broker.broadcast(frame)  # for the other nodes; this one delivers below
+        return self.feed_broadcast(frame)
+
+    # --- the broker's feed (see felix._broker.FeedSink) ------------------------------
+
+    def feed_events(self, workflow_id: str, events: builtins.list[Event]) -> None:
+        """A batch some node committed: to this node's copy, and the system stream."""
+        actor = self._actors.get(workflow_id)
+        if actor is not None:
+            actor.feed_nowait(events)
+        self._to_system([event.frame for event in events])
+
+    def feed_resumed(self) -> None:
+        """The broker is back: every copy here catches up with it."""
+        for actor in self._actors.values():
+            actor.resync_nowait()
+
+    def feed_broadcast(self, frame: Frame) -> int:
+        """Queue a system broadcast for every connection here; returns how many."""
         delivered = 0
         frames = [frame]
         for subscription in list(self._connections.values()):
@@ -356,7 +498,7 @@ class Hub:
         Raises :class:`WorkflowNotFound`, :class:`CapacityError` and
         :class:`ShuttingDown` before yielding.
         """
-        actor = self._actor(workflow_id)
+        actor = await self._local(workflow_id)
         subscription = self._new_subscription(
             workflow_id, frozenset(types) if types is not None else None, remote
         )
@@ -435,7 +577,9 @@ class Hub:
 
 
 @asynccontextmanager
-async def open_hub(settings: Settings | None = None) -> AsyncIterator[Hub]:
+async def open_hub(
+    settings: Settings | None = None, *, broker: Broker | None = None
+) -> AsyncIterator[Hub]:
     """Open a hub whose workflow actors live in a nursery of this block.
 
     Leaving the block cancels every actor; subscriptions still open then end
@@ -444,13 +588,25 @@ async def open_hub(settings: Settings | None = None) -> AsyncIterator[Hub]:
         async with felix.open_hub() as hub:
             wf = await hub.create_workflow(task="summarise")
             await hub.send_workflow_event(wf.workflow_id, "workflow_status", {"status": "running"})
+
+    With ``settings.broker`` a Redis URL (or a ``broker`` given), workflows
+    live in the broker and are shared with every other hub on it; opening
+    raises :class:`BrokerUnavailable` if it cannot be reached.
     """
-    async with trio.open_nursery() as nursery:
-        hub = Hub(settings or Settings(), nursery)
-        try:
-            yield hub
-        finally:
-            hub._accepting = False
-            for subscription in list(hub._connections.values()):
-                subscription.kick(CLOSE_GOING_AWAY, "server shutting down")
-            nursery.cancel_scope.cancel()
+    settings = settings or Settings()
+    async with contextlib.AsyncExitStack() as stack:
+        if broker is None and settings.broker != "memory":
+            from felix._redis_broker import open_redis_broker  # noqa: PLC0415 - optional
+
+            broker = await stack.enter_async_context(open_redis_broker(settings))
+        async with trio.open_nursery() as nursery:
+            hub = Hub(settings, nursery, broker)
+            if broker is not None:
+                await nursery.start(broker.run, hub)
+            try:
+                yield hub
+            finally:
+                hub._accepting = False
+                for subscription in list(hub._connections.values()):
+                    subscription.kick(CLOSE_GOING_AWAY, "server shutting down")
+                nursery.cancel_scope.cancel()

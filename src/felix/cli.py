@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import trio
 
 from felix import bench
+from felix._errors import BrokerUnavailable
 from felix._hub import open_hub
 from felix._logging import configure_logging
 from felix.cli_tools import add_commands
@@ -62,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     serve_parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve_parser.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve_parser.add_argument(
+        "--broker",
+        help="memory (default) or a Redis URL shared by several nodes (FELIX_BROKER)",
+    )
     demo_parser = commands.add_parser(
         "demo", help="run a simulated multi-agent workflow against an embedded server"
     )
@@ -81,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return status
     try:
         if args.command == "serve":
-            settings = Settings.from_env(host=args.host, port=args.port)
+            settings = Settings.from_env(host=args.host, port=args.port, broker=args.broker)
         else:
             settings = Settings.from_env(host="127.0.0.1", port=0, api_keys=())
     except SettingsError as error:
@@ -90,7 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.log_level if args.command == "serve" else "WARNING", settings.log_format
     )
     if args.command == "serve":
-        trio.run(run_server, settings)
+        try:
+            trio.run(run_server, settings)
+        except BrokerUnavailable as error:
+            logger.error("cannot start: %s", error)
+            return 1
         return 0
     return trio.run(run_demo, settings, args.delay)
 

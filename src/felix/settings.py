@@ -24,6 +24,14 @@ MIN_SECRET_LENGTH = 16
 MAX_TOKEN_TTL = 366 * 24 * 3600
 
 
+def _broker(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value != "memory" and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        raise SettingsError(
+            f"{attribute.name} must be memory or a redis://, rediss:// or unix:// URL, "
+            f"got {value[:100]!r}"
+        )
+
+
 class SettingsError(ValueError):
     """A ``FELIX_*`` variable that cannot be parsed; the message names it."""
 
@@ -159,6 +167,14 @@ class Settings:
     rate_max_clients: int = attrs.field(default=10_000, validator=_positive)
     #: Log line format: ``text`` or ``json`` (one object per line).
     log_format: str = attrs.field(default="text", validator=_log_format)
+    #: Where workflows live: ``memory`` (this process) or a Redis URL shared by nodes.
+    broker: str = attrs.field(default="memory", validator=_broker, repr=False)
+    #: Seconds one Redis command may take before the request answers 503.
+    broker_timeout: float = attrs.field(default=2.0, validator=_positive)
+    #: Entries of the live feed every node tails; Redis trims the oldest beyond it.
+    broker_feed_length: int = attrs.field(default=100_000, validator=_positive)
+    #: Seconds a node keeps its copy of a workflow nobody on it watches (Redis broker).
+    broker_idle_seconds: float = attrs.field(default=60.0, validator=_positive)
 
     @property
     def dev_mode(self) -> bool:
@@ -385,5 +401,27 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "string",
         "Log line format: text, or json (one object per line with time, level, logger, "
         "message, and request_id / connection_id when known).",
+    ),
+    "broker": (
+        "FELIX_BROKER",
+        "string",
+        "`memory` (the default: workflows live in this process) or a Redis URL such as "
+        "redis://127.0.0.1:6379/0, shared by every node (`felix serve --broker`).",
+    ),
+    "broker_timeout": (
+        "FELIX_BROKER_TIMEOUT",
+        "number",
+        "Seconds one Redis command may take; the request then answers 503 broker_unavailable.",
+    ),
+    "broker_feed_length": (
+        "FELIX_BROKER_FEED_LENGTH",
+        "integer",
+        "Entries of the live feed stream every node tails; Redis trims the oldest beyond it "
+        "(a node further behind catches up from each workflow's own stream).",
+    ),
+    "broker_idle_seconds": (
+        "FELIX_BROKER_IDLE_SECONDS",
+        "number",
+        "Seconds a node keeps its local copy of a workflow that nobody on it watches.",
     ),
 }

@@ -85,7 +85,11 @@ async def test_slow_consumer_is_closed_4008_and_others_lose_nothing(
 async def test_stalled_reader_is_disconnected_after_the_send_timeout(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(send_timeout=0.5, subscriber_buffer_bytes=64 * 1024 * 1024)
+    # How many events get in before the deadline depends on the machine; a
+    # history that holds them all keeps the resume check independent of it.
+    server = await start_server(
+        send_timeout=0.5, subscriber_buffer_bytes=64 * 1024 * 1024, history_size=1_000_000
+    )
     async with server.client() as client:
         workflow_id = await create_workflow(client)
         sock, _ = await raw_websocket(

@@ -267,7 +267,11 @@ class TestAuthentication:
 
     async def test_healthz_is_open(self, keyed: Server) -> None:
         async with keyed.client() as client:
-            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            assert (await client.get("/healthz")).json() == {
+                "status": "ok",
+                "accepting": True,
+                "broker": {"kind": "memory"},
+            }
 
 
 async def test_chunked_body_over_the_limit_is_413(start_server: StartServer) -> None:

@@ -153,6 +153,24 @@ class Event:
             frame=Frame.of(event_type, text, payload),
         )
 
+    @classmethod
+    def from_text(cls, text: str) -> Event:
+        """Rebuild an event from its own encoding (as a broker stored it).
+
+        The text is kept as it is, so the frame every node sends is the very
+        one the publishing node built.
+        """
+        obj = json.loads(text)
+        fields = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}
+        return cls(
+            type=obj["type"],
+            workflow_id=obj["workflow_id"],
+            seq=obj["seq"],
+            timestamp=obj["timestamp"],
+            fields=fields,
+            frame=Frame.of(obj["type"], text),
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The event as the flat JSON object of the contract."""
         return {

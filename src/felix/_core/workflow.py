@@ -78,6 +78,16 @@ class WorkflowState:
         change), :class:`EventTooLarge` or :class:`InvalidEvent` with the
         ``index`` of the first event at fault; the state is then untouched.
         """
+        events = self.check(batch, now)
+        self.apply(events)
+        return events
+
+    def check(self, batch: list[tuple[str, dict[str, Any]]], now: datetime) -> list[Event]:
+        """Build the events ``batch`` would become, changing nothing.
+
+        A broker commits them elsewhere first and only then calls
+        :meth:`apply`; the errors are those of :meth:`publish`.
+        """
         timestamp = format_timestamp(now)
         status = self.status
         new_agents: set[str] = set()
@@ -88,7 +98,7 @@ class WorkflowState:
                     f"workflow {self.workflow_id} is {status}; it takes no more events",
                     index=index,
                 )
-            status = self._next_status(status, event_type, fields, index)
+            status = _next_status(status, event_type, fields, index)
             agent_id: str = fields.get("agent_id", "")
             if (
                 event_type in ("agent_spawned", "agent_output")
@@ -111,36 +121,43 @@ class WorkflowState:
                     index=index,
                 )
             events.append(event)
-        for event in events:
-            self._apply(event)
-        if events:
-            self.status = status
-            self.last_seq = events[-1].seq
-            self.updated_at = timestamp
         return events
 
-    def _next_status(self, status: str, event_type: str, fields: dict[str, Any], index: int) -> str:
-        if event_type == "workflow_status":
-            wanted: str = fields["status"]
-            if wanted == "pending" and status != "pending":
-                raise WorkflowConflict(
-                    f"workflow_status: cannot go from {status} back to pending", index=index
-                )
-            return wanted
-        if event_type == "completed":
-            return "completed"
-        if event_type == "error" and fields.get("fatal") is True:
-            return "failed"
-        # The contract: the first published event of a pending workflow makes it running.
-        return "running" if status == "pending" else status
+    def apply(self, events: list[Event]) -> None:
+        """Apply events already checked (here or by another node), in ``seq`` order.
+
+        Events at or below ``last_seq`` are skipped, so a node that hears of
+        its own commit again, or of a batch twice, stays exactly-once.
+        """
+        for event in events:
+            if event.seq <= self.last_seq:
+                continue
+            self._apply(event)
+            self.status = _next_status(self.status, event.type, event.fields, 0, strict=False)
+            self.last_seq = event.seq
+            self.updated_at = event.timestamp
+
+    def preview(self, events: list[Event]) -> WorkflowState:
+        """A copy of this state with ``events`` applied, this one untouched.
+
+        A broker stores the state a batch leads to together with the batch,
+        before the node's own copy may change. The copy has no history.
+        """
+        trial = attrs.evolve(self, agents=dict(self.agents))
+        trial.apply(events)
+        return trial
 
     def _apply(self, event: Event) -> None:
         self.history.append(event)
         fields = event.fields
         if event.type in ("agent_spawned", "agent_output"):
-            agent = self.agents.setdefault(
-                fields["agent_id"],
-                {
+            # A new dict, never an update in place: a preview (see
+            # :meth:`preview`) shares the agent dicts of the state it copied.
+            known = self.agents.get(fields["agent_id"])
+            agent = (
+                dict(known)
+                if known is not None
+                else {
                     "agent_id": fields["agent_id"],
                     "agent_type": None,
                     "spawn_time": None,
@@ -148,7 +165,7 @@ class WorkflowState:
                     "outputs": 0,
                     "confidence": None,
                     "last_output": None,
-                },
+                }
             )
             if event.type == "agent_spawned":
                 agent.update(
@@ -160,6 +177,7 @@ class WorkflowState:
                 agent["outputs"] += 1
                 agent["confidence"] = fields["confidence"]
                 agent["last_output"] = fields["content"]
+            self.agents[fields["agent_id"]] = agent
         elif event.type == "synthesis":
             self.synthesis = {"seq": event.seq, "timestamp": event.timestamp, **fields}
         elif event.type == "completed":
@@ -207,3 +225,21 @@ class WorkflowState:
             "result": self.result,
             "error": self.error,
         }
+
+
+def _next_status(
+    status: str, event_type: str, fields: dict[str, Any], index: int, *, strict: bool = True
+) -> str:
+    if event_type == "workflow_status":
+        wanted: str = fields["status"]
+        if strict and wanted == "pending" and status != "pending":
+            raise WorkflowConflict(
+                f"workflow_status: cannot go from {status} back to pending", index=index
+            )
+        return wanted
+    if event_type == "completed":
+        return "completed"
+    if event_type == "error" and fields.get("fatal") is True:
+        return "failed"
+    # The contract: the first published event of a pending workflow makes it running.
+    return "running" if status == "pending" else status

@@ -132,9 +132,15 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        # A draining server answers 503 so that load balancers stop routing to it.
-        response = jsonify({"status": "ok" if hub.accepting else "shutting_down"})
-        response.status_code = 200 if hub.accepting else 503
+        # A draining server, or one that lost its broker, answers 503 so that
+        # load balancers stop routing new work to it (its clients stay).
+        health = hub.health()
+        broker_up = health["broker"].get("connected", True)
+        status = "ok" if broker_up else "broker_unavailable"
+        if not hub.accepting:
+            status = "shutting_down"
+        response = jsonify({"status": status, **health})
+        response.status_code = 200 if status == "ok" else 503
         return response
 
     @app.errorhandler(FelixError)

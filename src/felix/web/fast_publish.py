@@ -52,7 +52,7 @@ async def _publish(
     check_api_key(settings.api_keys, key_from_headers(headers))
     if not WORKFLOW_ID.fullmatch(workflow_id):
         raise WorkflowNotFound(f"workflow {workflow_id[:80]} not found")
-    hub.get(workflow_id)  # 404 before reading a body that could be large
+    await hub.require(workflow_id)  # 404 before reading a body that could be large
     body = await _read_body(receive, settings.max_body_bytes, headers)
     if not body.strip():
         raise InvalidEvent("the request body is empty; send JSON")

@@ -104,7 +104,7 @@ async def list_workflows() -> Response:
     status = request.args.get("status") or None
     limit = _query_int("limit", 100, minimum=1, maximum=1000)
     offset = _query_int("offset", 0)
-    workflows, total = _hub().list(status=status, limit=limit, offset=offset)
+    workflows, total = await _hub().list_workflows(status=status, limit=limit, offset=offset)
     return _json(
         {
             "workflows": [workflow.to_json() for workflow in workflows],
@@ -119,7 +119,7 @@ async def list_workflows() -> Response:
 @api.get("/workflows/<workflow_id>")
 async def get_workflow(workflow_id: str) -> Response:
     """One workflow with the state its events built."""
-    return _json(_hub().get(_workflow_id(workflow_id)).to_json(), 200)
+    return _json((await _hub().get_workflow(_workflow_id(workflow_id))).to_json(), 200)
 
 
 @api.get("/workflows/<workflow_id>/events")
@@ -131,12 +131,12 @@ async def list_events(workflow_id: str) -> Response:
     )
     hub = _hub()
     workflow_id = _workflow_id(workflow_id)
-    events = hub.events(workflow_id, after=after, limit=limit)
+    events = await hub.get_events(workflow_id, after=after, limit=limit)
     return _json(
         {
             "workflow_id": workflow_id,
             "events": [event.to_json() for event in events],
-            "last_seq": hub.get(workflow_id).last_seq,
+            "last_seq": (await hub.get_workflow(workflow_id)).last_seq,
         },
         200,
     )
