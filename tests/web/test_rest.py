@@ -298,7 +298,12 @@ async def test_healthz_is_503_while_draining(server: Server, client: httpx.Async
     assert (await client.get("/healthz")).status_code == 200
     await server.hub.shutdown(grace=0)
     response = await client.get("/healthz")
-    assert (response.status_code, response.json()) == (503, {"status": "shutting_down"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "shutting_down",
+        "accepting": False,
+        "broker": {"kind": "memory"},
+    }
     error_of(await client.post("/api/v1/workflows"), 503)
 
 

@@ -37,7 +37,7 @@ def redact_query(query: bytes) -> bytes:
 
 
 class RedactingLogger(Logger):
-    """Hypercorn's logger, fed a request scope with its secrets masked."""
+    """Hypercorn's logger, fed a request scope with its secrets masked (and ``Set-Cookie``)."""
 
     def atoms(self, request: Any, response: Any, request_time: float) -> Mapping[str, str]:
         """Access-log atoms built from a redacted copy of the request."""
@@ -52,6 +52,9 @@ class RedactingLogger(Logger):
             key = f"{{{variable}}}e"
             if key in atoms:
                 atoms[key] = REDACTED
+        # The dashboard's session cookie is a credential too (felix.web.session).
+        if "{set-cookie}o" in atoms:
+            atoms["{set-cookie}o"] = REDACTED
         return _Atoms(atoms)
 
 

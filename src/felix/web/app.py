@@ -18,6 +18,7 @@ from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Receive, Scope, Send, send_error
 from felix.web.access_log import RedactingLogger
 from felix.web.auth import check_api_key, key_from_headers
+from felix.web.dashboard import dashboard, is_dashboard_path
 from felix.web.fix_http_close import close_http_connections
 from felix.web.fix_send_deadline import abort_stalled_writes
 from felix.web.hypercorn_patches import FelixConfig, install
@@ -26,6 +27,7 @@ from felix.web.metrics import add_metrics_route
 from felix.web.openapi import OPEN_PATHS, add_openapi_routes
 from felix.web.ratelimit import RateLimiter
 from felix.web.rest import api
+from felix.web.session import session_credential
 from felix.web.tokens import TokenSigner
 from felix.web.ws import WebSocketRouter
 
@@ -119,6 +121,7 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.register_blueprint(api)
+    app.register_blueprint(dashboard)  # GET / and /dashboard/..., open; its session routes
     add_metrics_route(app, hub)  # GET /metrics, behind the API key like the REST API
     add_openapi_routes(app, settings)  # GET /openapi.json and /docs, open
 
@@ -126,9 +129,14 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
     @app.before_request
     async def authenticate() -> None:
-        if request.path in _OPEN_PATHS:
+        if request.path in _OPEN_PATHS or is_dashboard_path(request.path):
             return
-        check_api_key(settings.api_keys, key_from_headers(request.headers.items()))
+        presented = key_from_headers(request.headers.items())
+        if presented is None and session_credential(
+            settings, method=request.method, path=request.path, headers=request.headers.items()
+        ):
+            return  # the dashboard's session cookie, where felix.web.session lets it count
+        check_api_key(settings.api_keys, presented)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -425,7 +425,10 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "security": [{}],
                     "responses": {
                         "200": _json("Serving.", {"$ref": "#/components/schemas/Health"}),
-                        "503": _json("Shutting down.", {"$ref": "#/components/schemas/Health"}),
+                        "503": _json(
+                            "Shutting down, or the broker cannot be reached.",
+                            {"$ref": "#/components/schemas/Health"},
+                        ),
                     },
                 },
             },
@@ -463,6 +466,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     },
                 },
             },
+            **_dashboard_paths(),
         },
         "components": {
             "securitySchemes": {
@@ -557,11 +561,114 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                         "buffered_bytes": {"type": "integer"},
                     },
                 },
+                "DashboardSession": {
+                    "type": "object",
+                    "required": ["key_required", "signed_in", "expires_at"],
+                    "properties": {
+                        "key_required": {"type": "boolean"},
+                        "signed_in": {"type": "boolean"},
+                        "expires_at": nullable_string,
+                    },
+                },
                 "Health": {
                     "type": "object",
-                    "required": ["status"],
-                    "properties": {"status": {"enum": ["ok", "shutting_down"]}},
+                    "required": ["status", "accepting", "broker"],
+                    "properties": {
+                        "status": {"enum": ["ok", "shutting_down", "broker_unavailable"]},
+                        "accepting": {"type": "boolean"},
+                        "broker": {
+                            "type": "object",
+                            "required": ["kind"],
+                            "properties": {
+                                "kind": {"enum": ["memory", "redis"]},
+                                "address": {"type": "string"},
+                                "connected": {"type": "boolean"},
+                                "since": {"type": "number"},
+                            },
+                        },
+                    },
                 },
+            },
+        },
+    }
+
+
+def _dashboard_paths() -> dict[str, Any]:
+    """The live dashboard's page, files and session (``felix.web.dashboard``)."""
+    session = _json(
+        "Whether the page must ask for a key, and the session's expiry.",
+        {"$ref": "#/components/schemas/DashboardSession"},
+    )
+    cached = {
+        "description": "Unchanged since the ETag given in If-None-Match.",
+        "headers": {"ETag": {"schema": {"type": "string"}}},
+    }
+    return {
+        "/": {
+            "get": {
+                "summary": "The live dashboard (no key needed; it signs in by itself)",
+                "operationId": "dashboard",
+                "security": [{}],
+                "responses": {
+                    "200": {
+                        "description": "HTML.",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": cached,
+                },
+            },
+        },
+        "/dashboard/{name}": {
+            "get": {
+                "summary": "One of the dashboard's files: app.js, style.css, favicon.svg",
+                "operationId": "dashboardFile",
+                "security": [{}],
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                            "image/svg+xml": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": cached,
+                    "404": _error("No such file."),
+                },
+            },
+        },
+        "/dashboard/session": {
+            "get": {
+                "summary": "The dashboard's session: is a key needed, is this browser signed in",
+                "operationId": "dashboardSession",
+                "security": [{}],
+                "responses": {"200": session},
+            },
+            "post": {
+                "summary": "Sign the dashboard in: the API key for a session cookie",
+                "operationId": "dashboardSignIn",
+                "responses": {
+                    "200": {
+                        **session,
+                        "headers": {
+                            "Set-Cookie": {
+                                "description": "felix_session (HttpOnly, SameSite=Strict); "
+                                "none in development mode.",
+                                "schema": {"type": "string"},
+                            }
+                        },
+                    },
+                    "401": _UNAUTHORIZED,
+                },
+            },
+            "delete": {
+                "summary": "Sign the dashboard out: clears the session cookie",
+                "operationId": "dashboardSignOut",
+                "security": [{}],
+                "responses": {"200": session},
             },
         },
     }

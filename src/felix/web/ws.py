@@ -45,6 +45,7 @@ from felix.web.auth import check_api_key, key_from_headers
 from felix.web.direct_write import DirectWriter
 from felix.web.fast_publish import PUBLISH_PATH, handle_publish
 from felix.web.ratelimit import RateLimiter
+from felix.web.session import session_credential
 from felix.web.tokens import TokenSigner
 
 __all__ = ["WebSocketRouter"]
@@ -128,7 +129,19 @@ class _HandshakeGuard:
         # development mode too. Returns a rate-limit name for the credential.
         token = _query_value(scope, "token")
         if token is None:
-            index = check_api_key(self.settings.api_keys, _presented_key(scope))
+            presented = _presented_key(scope)
+            if presented is None:
+                # The dashboard's session cookie, where felix.web.session lets it count.
+                session = session_credential(
+                    self.settings,
+                    method="GET",
+                    path=scope["path"],
+                    headers=scope.get("headers", []),
+                    websocket=True,
+                )
+                if session is not None:
+                    return session
+            index = check_api_key(self.settings.api_keys, presented)
             return None if index is None else f"k:{index}"
         grant = self.signer.verify(token, now=time.time())
         match = WORKFLOW_PATH.match(scope["path"])

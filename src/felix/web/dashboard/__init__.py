@@ -1,0 +1,208 @@
+"""The live web dashboard: its static files at ``/`` and ``/dashboard/…``, and its session.
+
+The page is three plain files shipped in this package (``index.html``,
+``app.js``, ``style.css``, plus an icon), with no build step: an ES module that
+speaks the public API like any other client. It lists the workflows and
+follows the system stream for their status, and shows one workflow live over
+its WebSocket, resuming with ``after=`` after a drop.
+
+These routes are open: the files hold no data, and the session routes do
+their own checks. With ``FELIX_API_KEY`` set, the page signs in through
+``POST /dashboard/session`` (the key in the ``Authorization`` header, once),
+which answers with the session cookie of :mod:`felix.web.session`; the key is
+never stored by the page and the cookie never holds it. In development mode
+no sign-in is needed.
+
+Every answer carries a strict Content-Security-Policy (scripts and styles from
+this origin only, no inline script, connections to this origin only, no
+framing), ``nosniff`` and ``no-referrer``; the files are revalidated by ETag on
+each load, so an upgraded server never runs with a stale script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import re
+import time
+from typing import Final
+
+import attrs
+from quart import Blueprint, Response, current_app, jsonify, request
+
+from felix._errors import AuthenticationError
+from felix.settings import Settings
+from felix.web.auth import check_api_key, key_from_headers
+from felix.web.session import COOKIE_NAME, SESSION_TTL, cookie_value, signer_for
+from felix.web.tokens import expires_at
+
+__all__ = ["dashboard", "is_dashboard_path"]
+
+dashboard = Blueprint("felix_dashboard", __name__)
+
+#: File name -> content type of what the dashboard serves; nothing else is.
+_TYPES: Final = {
+    "index.html": "text/html; charset=utf-8",
+    "app.js": "text/javascript; charset=utf-8",
+    "style.css": "text/css; charset=utf-8",
+    "favicon.svg": "image/svg+xml",
+}
+#: A Host header fit to be written into the policy; anything else is left out of it.
+_HOST: Final = re.compile(
+    r"[A-Za-z0-9.-]{1,253}(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](?::[0-9]{1,5})?"
+)
+_SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+@attrs.frozen
+class _Asset:
+    body: bytes = attrs.field(repr=False)
+    content_type: str
+    etag: str
+
+
+def _load() -> dict[str, _Asset]:
+    files = importlib.resources.files(__name__)
+    assets = {}
+    for name, content_type in _TYPES.items():
+        body = (files / name).read_bytes()
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        assets[name] = _Asset(body=body, content_type=content_type, etag=etag)
+    return assets
+
+
+_ASSETS: Final = _load()
+
+
+def is_dashboard_path(path: str) -> bool:
+    """Whether ``path`` is one of the dashboard's own routes (served without the API key)."""
+    return path == "/" or path.startswith("/dashboard/")
+
+
+def content_security_policy(host: str | None) -> str:
+    """The dashboard's policy; ``host`` (the request's Host) names its WebSocket origins.
+
+    ``connect-src 'self'`` covers ``ws:``/``wss:`` to this host in browsers
+    following CSP 3; the explicit origins are for those that do not.
+    """
+    connect = "'self'"
+    if host and _HOST.fullmatch(host):
+        connect += f" ws://{host} wss://{host}"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        f"connect-src {connect}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+@dashboard.after_request
+async def _secure(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = content_security_policy(request.host)
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+def _file(name: str) -> Response:
+    asset = _ASSETS[name]
+    headers = {"ETag": asset.etag, "Cache-Control": "no-cache"}
+    if asset.etag in request.headers.get("If-None-Match", "") or (
+        request.headers.get("If-None-Match", "").strip() == "*"
+    ):
+        return Response(b"", status=304, headers=headers)
+    return Response(asset.body, status=200, content_type=asset.content_type, headers=headers)
+
+
+@dashboard.get("/")
+async def index() -> Response:
+    """The dashboard page (``/#/`` lists workflows, ``/#/workflows/{id}`` shows one)."""
+    return _file("index.html")
+
+
+@dashboard.get("/dashboard/<name>")
+async def asset(name: str) -> Response:
+    """One of the dashboard's script, style sheet and icon; 404 for any other name."""
+    if name not in _ASSETS or name == "index.html":
+        response = jsonify({"error": "not_found", "message": f"no dashboard file {name[:64]!r}"})
+        response.status_code = 404
+        return response
+    return _file(name)
+
+
+def _settings() -> Settings:
+    settings: Settings = current_app.config["FELIX_SETTINGS"]
+    return settings
+
+
+def _state(*, signed_in: bool, expires: int | None) -> Response:
+    response = jsonify(
+        {
+            "key_required": not _settings().dev_mode,
+            "signed_in": signed_in,
+            "expires_at": expires_at(expires) if expires is not None else None,
+        }
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _https() -> bool:
+    # Behind a proxy terminating TLS the request is http, but the browser's
+    # Origin (sent with every fetch POST and DELETE) still says https.
+    return request.scheme == "https" or request.headers.get("Origin", "").startswith("https://")
+
+
+@dashboard.get("/dashboard/session")
+async def session_state() -> Response:
+    """``{"key_required", "signed_in", "expires_at"}``: whether the page must ask for a key."""
+    settings = _settings()
+    if settings.dev_mode:
+        return _state(signed_in=True, expires=None)
+    value = cookie_value(request.headers.items())
+    if value is not None:
+        try:
+            expires = signer_for(settings).verify(value, now=time.time())
+        except AuthenticationError:
+            pass  # expired or from a removed key: simply not signed in
+        else:
+            return _state(signed_in=True, expires=expires)
+    return _state(signed_in=False, expires=None)
+
+
+@dashboard.post("/dashboard/session")
+async def sign_in() -> Response:
+    """Trade the API key (in ``Authorization`` or ``X-API-Key``) for a session cookie.
+
+    401 for a missing or wrong key, as on every route. The cookie lasts
+    :data:`~felix.web.session.SESSION_TTL` seconds; the key itself is never
+    stored. In development mode there is nothing to sign in to: 200, no cookie.
+    """
+    settings = _settings()
+    index = check_api_key(settings.api_keys, key_from_headers(request.headers.items()))
+    if index is None:
+        return _state(signed_in=True, expires=None)
+    value, expires = signer_for(settings).mint(index, now=time.time())
+    response = _state(signed_in=True, expires=expires)
+    response.set_cookie(
+        COOKIE_NAME,
+        value,
+        max_age=SESSION_TTL,
+        path="/",
+        secure=_https(),
+        httponly=True,
+        samesite="Strict",
+    )
+    return response
+
+
+@dashboard.delete("/dashboard/session")
+async def sign_out() -> Response:
+    """Clear the session cookie (always 200; a DELETE cannot be forged cross-site)."""
+    response = _state(signed_in=_settings().dev_mode, expires=None)
+    response.delete_cookie(COOKIE_NAME, path="/", secure=_https(), httponly=True, samesite="Strict")
+    return response

@@ -1,0 +1,262 @@
+"""Dashboard sessions: a signed, expiring cookie that stands in for the API key in a browser.
+
+The dashboard must not keep the API key in the page. The user pastes it once;
+``POST /dashboard/session`` checks it and answers with a cookie holding
+``base64url(claims + mac)``, where ``claims`` is the ASCII text
+``v1|dashboard-session|<expires>`` and ``mac`` the HMAC-SHA256 of the claims
+under a secret derived from the key that signed in:
+``HMAC-SHA256(key, "felix dashboard-session secret v1")``. The cookie carries no
+key, cannot be altered, dies at ``expires`` (:data:`SESSION_TTL` after sign-in),
+and stops verifying as soon as the key that made it is removed from
+``FELIX_API_KEY``. The derivation label differs from the subscribe tokens', so
+neither kind of value can pass for the other.
+
+Where the cookie counts is decided here and only here, by
+:func:`session_credential`, which the REST edge (``felix.web.app``) and the
+WebSocket edge (``felix.web.ws``) both call when a request carries no other
+credential. It counts for what the dashboard needs and nothing else:
+
+- ``GET`` (and ``HEAD``) ``/api/v1/workflows`` and ``/api/v1/workflows/{id}``;
+- ``POST /api/v1/workflows/{id}/tokens`` (the page mints a subscribe token per
+  connection);
+- the system stream ``WS /api/v1/ws/system/events`` (the list's live updates).
+
+Against cross-site request forgery, on REST the cookie counts only with the
+``X-Felix-Dashboard: 1`` header (which a cross-origin page cannot send without
+a CORS preflight, and Felix answers none), on a ``POST`` also only with an
+``Origin`` naming this server, and on the WebSocket (where browsers cannot add
+headers) only with such an ``Origin``. A ``Sec-Fetch-Site`` other than
+``same-origin`` voids it everywhere. The cookie itself is ``HttpOnly``,
+``SameSite=Strict`` and ``Path=/``, and ``Secure`` when the page is served over
+HTTPS. A request the cookie does not count for is judged as if it had no
+credential: 401 when a key is configured, exactly as before.
+
+Sans-IO: callers pass ``now`` (wall-clock seconds, :func:`time.time`) to the signer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import re
+import time
+from collections.abc import Iterable
+from typing import Final
+from urllib.parse import urlsplit
+
+import attrs
+
+from felix._errors import AuthenticationError
+from felix.settings import Settings
+
+__all__ = [
+    "COOKIE_NAME",
+    "DASHBOARD_HEADER",
+    "SESSION_TTL",
+    "SessionSigner",
+    "cookie_value",
+    "same_origin",
+    "session_credential",
+    "signer_for",
+]
+
+#: The session cookie's name.
+COOKIE_NAME: Final = "felix_session"
+#: The header the dashboard sends with every cookie-authenticated REST request.
+DASHBOARD_HEADER: Final = "X-Felix-Dashboard"
+#: Seconds a session lasts after sign-in: a working day. Signing in again renews it.
+SESSION_TTL: Final = 8 * 3600
+#: Longest cookie value looked at; real ones are under 80 characters.
+MAX_VALUE_LENGTH: Final = 256
+
+_VERSION: Final = "v1"
+_SCOPE: Final = "dashboard-session"
+_LABEL: Final = b"felix dashboard-session secret v1"
+_MAC_BYTES: Final = 32
+_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
+_INVALID: Final = "invalid or expired session"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+
+_READ_PATHS: Final = re.compile(r"/api/v1/workflows(?:/[^/]+)?")
+_MINT_PATH: Final = re.compile(r"/api/v1/workflows/[^/]+/tokens")
+_SYSTEM_PATH: Final = "/api/v1/ws/system/events"
+
+Headers = Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
+
+
+def _derive(key: str) -> bytes:
+    return hmac.new(key.encode("utf-8", "surrogatepass"), _LABEL, hashlib.sha256).digest()
+
+
+@attrs.frozen
+class SessionSigner:
+    """Mints and verifies session cookie values; one secret per API key."""
+
+    #: Derived secrets, in the order of ``FELIX_API_KEY``; empty in development mode.
+    secrets: tuple[bytes, ...] = attrs.field(repr=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionSigner:
+        """The signer for ``settings``' API keys (none in development mode)."""
+        return cls(tuple(_derive(key) for key in settings.api_keys))
+
+    def mint(self, key_index: int, *, now: float, ttl: int = SESSION_TTL) -> tuple[str, int]:
+        """A session value signed for the key at ``key_index``, living ``ttl`` seconds.
+
+        Returns the value and its expiry in Unix seconds. Raises
+        :class:`ValueError` for an index with no key (development mode has none).
+        """
+        if not 0 <= key_index < len(self.secrets) or ttl < 1:
+            raise ValueError("a session needs a configured key and a positive ttl")
+        expires = int(now + ttl)
+        claims = f"{_VERSION}|{_SCOPE}|{expires}".encode("ascii")
+        mac = hmac.new(self.secrets[key_index], claims, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(claims + mac).rstrip(b"=").decode("ascii"), expires
+
+    def verify(self, value: str, *, now: float) -> int:
+        """The expiry (Unix seconds) of a genuine, unexpired session value.
+
+        Raises :class:`AuthenticationError` with one message for every failure:
+        malformed, forged, signed for a key no longer configured, or expired.
+        """
+        raw = _decode(value)
+        if raw is None or len(raw) <= _MAC_BYTES:
+            raise AuthenticationError(_INVALID)
+        claims, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        genuine = False
+        for secret in self.secrets:
+            # No short-circuit: every secret is tried whatever matched before.
+            expected = hmac.new(secret, claims, hashlib.sha256).digest()
+            genuine |= hmac.compare_digest(mac, expected)
+        if not genuine:
+            raise AuthenticationError(_INVALID)
+        parts = claims.decode("ascii", "replace").split("|")
+        if len(parts) != 3 or parts[:2] != [_VERSION, _SCOPE] or not parts[2].isdigit():
+            raise AuthenticationError(_INVALID)
+        expires = int(parts[2])
+        if now >= expires:
+            raise AuthenticationError(_INVALID)
+        return expires
+
+
+def _decode(value: str) -> bytes | None:
+    if len(value) > MAX_VALUE_LENGTH or not _BASE64URL.fullmatch(value):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        return None
+    # Canonical encodings only, so that one session has one spelling.
+    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != value:
+        return None
+    return raw
+
+
+@functools.lru_cache(maxsize=16)
+def _signer(settings: Settings) -> SessionSigner:
+    # Settings are frozen: one derivation per configuration, not per request.
+    return SessionSigner.from_settings(settings)
+
+
+def signer_for(settings: Settings) -> SessionSigner:
+    """The (cached) session signer of ``settings``."""
+    return _signer(settings)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("latin-1") if isinstance(value, bytes) else value
+
+
+def _header_values(headers: Headers, wanted: str) -> list[str]:
+    return [_text(value) for name, value in headers if _text(name).lower() == wanted]
+
+
+def cookie_value(headers: Headers) -> str | None:
+    """The first ``felix_session`` value among the ``Cookie`` headers, if any."""
+    for header in _header_values(headers, "cookie"):
+        for pair in header.split(";"):
+            name, sep, value = pair.strip().partition("=")
+            if sep and name == COOKIE_NAME:
+                return value.strip().strip('"')
+    return None
+
+
+def same_origin(headers: Headers) -> bool:
+    """Whether the request has exactly one ``Origin``, naming the host and port it was sent to.
+
+    The scheme is not compared (behind a proxy terminating TLS, Felix sees
+    ``http``); the port defaults to the ``Origin`` scheme's.
+    """
+    pairs = [(_text(name), _text(value)) for name, value in headers]
+    origins = _header_values(pairs, "origin")
+    hosts = _header_values(pairs, "host")
+    if len(origins) != 1 or len(hosts) != 1:
+        return False
+    try:
+        origin = urlsplit(origins[0].strip())
+        host = urlsplit(f"//{hosts[0].strip()}")
+        origin_port, host_port = origin.port, host.port
+    except ValueError:
+        return False
+    scheme = origin.scheme.lower()
+    if (
+        scheme not in _DEFAULT_PORTS
+        or not origin.hostname
+        or origin.path not in {"", "/"}
+        or origin.query
+        or origin.fragment
+        or "@" in origin.netloc
+        or not host.hostname
+    ):
+        return False
+    default = _DEFAULT_PORTS[scheme]
+    return (origin.hostname, origin_port or default) == (host.hostname, host_port or default)
+
+
+def _eligible(method: str, path: str, headers: list[tuple[str, str]], websocket: bool) -> bool:
+    """Whether a cookie may count for this request at all (route and CSRF checks)."""
+    fetch_site = _header_values(headers, "sec-fetch-site")
+    if fetch_site and fetch_site != ["same-origin"]:
+        return False
+    if websocket:
+        return path == _SYSTEM_PATH and same_origin(headers)
+    if _header_values(headers, DASHBOARD_HEADER.lower()) != ["1"]:
+        return False
+    if method in {"GET", "HEAD"}:
+        return _READ_PATHS.fullmatch(path) is not None
+    if method == "POST":
+        return _MINT_PATH.fullmatch(path) is not None and same_origin(headers)
+    return False
+
+
+def session_credential(
+    settings: Settings,
+    *,
+    method: str,
+    path: str,
+    headers: Headers,
+    websocket: bool = False,
+    now: float | None = None,
+) -> str | None:
+    """A rate-limit name for the dashboard session this request carries, if it counts here.
+
+    None when the request carries no session cookie, carries one that is
+    invalid or expired, or is not one the cookie opens (see the module
+    docstring): the caller then judges the request as if it had no
+    credential. Call it only for a request that presents no API key or token.
+    Never raises; development mode has no sessions.
+    """
+    if settings.dev_mode:
+        return None
+    pairs = [(_text(name), _text(value)) for name, value in headers]
+    value = cookie_value(pairs)
+    if value is None or not _eligible(method, path, pairs, websocket):
+        return None
+    try:
+        signer_for(settings).verify(value, now=time.time() if now is None else now)
+    except AuthenticationError:
+        return None
+    return "s:" + hashlib.sha256(value.encode("ascii")).hexdigest()[:32]
