@@ -39,9 +39,10 @@ from urllib.parse import urlsplit
 
 import coredis
 import coredis.exceptions
-from coredis.tokens import PureToken
 import trio
+from coredis.tokens import PureToken
 
+from felix import fix_coredis_stream_leak
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
 from felix._core.workflow import WorkflowState
@@ -440,7 +441,7 @@ class RedisBroker:
 def _unreachable(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):
         return any(_unreachable(inner) for inner in error.exceptions)
-    return isinstance(error, _UNREACHABLE)
+    return isinstance(error, (*_UNREACHABLE, BrokerUnavailable))
 
 
 @asynccontextmanager
@@ -449,6 +450,7 @@ async def open_redis_broker(settings: Settings) -> AsyncIterator[RedisBroker]:
 
     Raises :class:`BrokerUnavailable` naming the address (never the password).
     """
+    fix_coredis_stream_leak.install()
     where = _where(settings.broker)
     try:
         client: coredis.Redis[str] = coredis.Redis.from_url(
@@ -459,14 +461,18 @@ async def open_redis_broker(settings: Settings) -> AsyncIterator[RedisBroker]:
         )
     except ValueError as error:
         raise BrokerUnavailable(f"FELIX_BROKER is not a usable Redis URL: {error}") from None
-    async with contextlib.AsyncExitStack() as stack:
-        try:
+    ready = False
+    try:
+        async with contextlib.AsyncExitStack() as stack:
             await stack.enter_async_context(client)
             await stack.enter_async_context(feed)
             broker = RedisBroker(client, feed, settings)
             await broker._feed_head()
-        except Exception as error:
-            if isinstance(error, BrokerUnavailable) or _unreachable(error):
-                raise BrokerUnavailable(f"cannot reach Redis at {where}") from None
-            raise
-        yield broker
+            ready = True
+            yield broker
+    except BaseException as error:
+        # coredis's pools run task groups, so a failure to connect arrives
+        # wrapped in exception groups: say plainly what happened instead.
+        if not ready and _unreachable(error):
+            raise BrokerUnavailable(f"cannot reach Redis at {where}") from None
+        raise
