@@ -35,6 +35,12 @@ async def run_server(settings: Settings) -> None:
             "FELIX_API_KEY is not set: the server runs open (development mode); "
             "anyone who can reach it can read and publish"
         )
+    if settings.broker != "memory" and not settings.api_keys and not settings.token_secrets:
+        logger.warning(
+            "FELIX_TOKEN_SECRET is not set: subscribe tokens are signed with a secret of "
+            "this process, so a token minted on one node opens no stream on another; "
+            "give every node the same FELIX_API_KEY or FELIX_TOKEN_SECRET"
+        )
     # The receiver is installed before the port opens, so a signal that
     # arrives as soon as the server answers is already ours.
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -78,6 +78,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="clients offer permessage-deflate, as browsers do (default: they do not)",
     )
     parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: fan-out and latency on one node, one node on Redis and two nodes on "
+        "Redis (FELIX_BROKER), same run; needs redis-server",
+    )
+    parser.add_argument(
         "--seed-dir",
         type=Path,
         help="the seed-style server (default $FELIX_BENCH_SEED_DIR or "
@@ -120,6 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.cluster:
+            from felix.bench.cluster import run_cluster_bench  # noqa: PLC0415
+
+            rounds = args.rounds or (1 if args.quick else 3)
+            return run_cluster_bench(args.quick, rounds, args.output.resolve(), pin=not args.no_pin)
         return run_bench(options_from(args))
     except BenchError as error:
         print(f"felix bench: {error}", flush=True)

@@ -378,6 +378,10 @@ def _cpu(pids: Sequence[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
 
+def _rss(pids: Sequence[int]) -> int:
+    return sum(rss_bytes(pid) for pid in pids)
+
+
 def run_once(
     ctx: Context, scenario: Scenario, plan: Plan, server_name: str, round_number: int
 ) -> RunResult:
@@ -421,6 +425,9 @@ def _run(
     # 1. Workflows and subscriber processes; they connect on command.
     workflows = create_workflows(server, plan.workflows)
     ws_base = f"ws://127.0.0.1:{server.port}/api/v1/ws/workflows/"
+    # A cluster's subscribers are dealt over its nodes; the publisher (and its
+    # canaries) use the first, so most deliveries cross from node to node.
+    ws_bases = [f"ws://127.0.0.1:{port}/api/v1/ws/workflows/" for port in server.ws_ports]
     # The publisher's canary is one of a workflow's subscribers, except in the
     # idle scenario, where the measured connections are all in sub processes.
     held = plan.subscribers if plan.idle else plan.subscribers - 1
@@ -434,7 +441,7 @@ def _run(
             f"{tag}-sub{index}",
             {
                 "role": "sub",
-                "ws_base": ws_base,
+                "ws_base": ws_bases[(index + 1) % len(ws_bases)],
                 "workflows": assignment,
                 "connect_concurrency": plan.connect_concurrency,
                 "warmup": plan.warmup if index == 0 else 0,
@@ -451,8 +458,8 @@ def _run(
     rss_before = 0
     if plan.idle:
         time.sleep(1.0)  # let the warm-up connections' memory settle
-        rss_before = rss_bytes(server.pid)
-    connect_cpu = cpu_seconds(server.pid)
+        rss_before = _rss(server.pids)
+    connect_cpu = _cpu(server.pids)
     for node in subs:
         node.send({"cmd": "connect"})
     ready = wait_events(subs, "ready", 180)
@@ -470,10 +477,10 @@ def _run(
         last = max(float(event["last_done"]) for event in ready)
         metrics["connects_per_s"] = connected / max(1e-3, (last - first) / 1000)
         metrics["server_us_per_connect"] = (
-            (cpu_seconds(server.pid) - connect_cpu) * 1e6 / max(1, connected)
+            (_cpu(server.pids) - connect_cpu) * 1e6 / max(1, connected)
         )
         time.sleep(plan.settle_s)
-        rss_after = rss_bytes(server.pid)
+        rss_after = _rss(server.pids)
         metrics["rss_before_mib"] = rss_before / MIB
         metrics["rss_after_mib"] = rss_after / MIB
         metrics["kb_per_connection"] = (rss_after - rss_before) / 1024 / max(1, connected)
@@ -526,8 +533,8 @@ def _run(
     # last event (or the drain timeout passed).
     pids = [g.pid for g in generators]
     t0 = time.monotonic()
-    server0, generators0 = cpu_seconds(server.pid), _cpu(pids)
-    wait0 = runqueue_wait_seconds(server.pid)
+    server0, generators0 = _cpu(server.pids), _cpu(pids)
+    wait0 = sum(runqueue_wait_seconds(pid) for pid in server.pids)
     for node in starters:
         node.send({"cmd": "go"})
     budget = plan.duration_s + 60
@@ -544,9 +551,9 @@ def _run(
         node.send({"cmd": "expect", "counts": per_stream, "drain_ms": DRAIN_MS})
     dones = wait_events(listeners, "done", DRAIN_MS / 1000 + 30)
     t1 = time.monotonic()
-    server_cpu, generator_cpu = cpu_seconds(server.pid) - server0, _cpu(pids) - generators0
-    server_wait = runqueue_wait_seconds(server.pid) - wait0
-    metrics["server_rss_end_mib"] = rss_bytes(server.pid) / MIB
+    server_cpu, generator_cpu = _cpu(server.pids) - server0, _cpu(pids) - generators0
+    server_wait = sum(runqueue_wait_seconds(pid) for pid in server.pids) - wait0
+    metrics["server_rss_end_mib"] = _rss(server.pids) / MIB
     for node in generators:
         with contextlib.suppress(BenchError):
             node.send({"cmd": "quit"})

@@ -25,6 +25,7 @@ from typing import Any, Final
 from felix.bench._procs import BenchError, Children, free_port, tail, wait_listening
 
 __all__ = [
+    "CLUSTERS",
     "FELIX_BENCH_ENV",
     "SERVERS",
     "Server",
@@ -69,17 +70,33 @@ class ServerSetup:
 
 @dataclass
 class Server:
-    """A started server: its name, port and process."""
+    """A started server: its name, the port clients publish to, and its processes.
+
+    A cluster (``felix-redis-x2``) is several Felix nodes and a redis-server:
+    ``ws_ports`` are the nodes subscribers are dealt over, ``pids`` every
+    process whose CPU and memory count as the server's.
+    """
 
     name: str
     port: int
     proc: subprocess.Popen[bytes]
     log: Path
+    ws_ports: list[int] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.ws_ports = self.ws_ports or [self.port]
+        self.pids = self.pids or [self.proc.pid]
 
     @property
     def pid(self) -> int:
-        """The server's process id (run.sh and taskset exec, so it is Python's)."""
+        """The (first) node's process id (run.sh and taskset exec, so it is Python's)."""
         return self.proc.pid
+
+
+#: The cluster variants ``felix bench --cluster`` compares with one in-memory
+#: node: (Felix nodes, with a Redis broker).
+CLUSTERS: Final = {"felix": (1, False), "felix-redis": (1, True), "felix-redis-x2": (2, True)}
 
 
 def felix_command() -> list[str]:
@@ -129,6 +146,10 @@ def running_server(
     name: str, setup: ServerSetup, children: Children, cpu: int | None, log: Path
 ) -> Iterator[Server]:
     """Start server ``name`` on a free port, wait until it listens, stop it on exit."""
+    if name in CLUSTERS and name != "felix":
+        with _running_cluster(name, setup, children, cpu, log) as cluster:
+            yield cluster
+        return
     port = free_port()
     if name == "felix":
         command = [*setup.felix_command, "--host", "127.0.0.1", "--port", str(port)]
@@ -146,6 +167,52 @@ def running_server(
             raise BenchError(f"{name} exited with {proc.returncode} during the run\n{tail(log)}")
     finally:
         children.stop(proc, grace=5.0)
+
+
+@contextlib.contextmanager
+def _running_cluster(
+    name: str, setup: ServerSetup, children: Children, cpu: int | None, log: Path
+) -> Iterator[Server]:
+    # Every process of the cluster on the server's CPU: the comparison with
+    # one node is then per core, and the generators keep the other core.
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise BenchError("--cluster needs redis-server (Debian: apt-get install redis-server)")
+    nodes, _broker = CLUSTERS[name]
+    redis_port = free_port()
+    redis_log = log.with_name(log.stem + "-redis.log")
+    redis = children.spawn(
+        [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        cpu=cpu,
+        log=redis_log,
+    )  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        wait_listening(redis, redis_port, timeout=30.0, log=redis_log)
+        env = {**setup.felix_env(), "FELIX_BROKER": f"redis://127.0.0.1:{redis_port}/0"}
+        ports = [free_port() for _ in range(nodes)]
+        for index, port in enumerate(ports):
+            node_log = log.with_name(f"{log.stem}-node{index}.log")
+            command = [*setup.felix_command, "--host", "127.0.0.1", "--port", str(port)]
+            proc = children.spawn(command, cpu=cpu, log=node_log, env=env)
+            procs.append(proc)
+            wait_listening(proc, port, timeout=60.0, log=node_log)
+        yield Server(
+            name=name,
+            port=ports[0],
+            proc=procs[0],
+            log=log,
+            ws_ports=ports,
+            pids=[*(proc.pid for proc in procs), redis.pid],
+        )
+        for proc in (*procs, redis):
+            if proc.poll() is not None:
+                raise BenchError(f"{name}: a process exited with {proc.returncode} during the run")
+    finally:
+        for proc in procs:
+            children.stop(proc, grace=5.0)
+        children.stop(redis, grace=5.0)
 
 
 def _request(port: int, method: str, path: str, body: Any) -> tuple[int, Any]:
