@@ -153,6 +153,8 @@ class WorkflowActor:
     state_from: Callable[[Stored], WorkflowState] | None = None
     #: With a broker: the broker forgot the workflow, so this copy ends now.
     _gone: bool = attrs.field(default=False, init=False)
+    #: With a broker: this copy ended while the workflow lives on in the broker.
+    retired: bool = attrs.field(default=False, init=False)
     #: With a broker: a feed batch could not be queued, so catch up before going on.
     _stale: bool = attrs.field(default=False, init=False)
     _subscribers: set[Subscription] = attrs.field(factory=set, init=False)
@@ -189,6 +191,9 @@ class WorkflowActor:
                 with trio.move_on_at(self._expires_at):
                     command = await self._receive.receive()
                 if command is None:
+                    # A copy of a workflow the broker still holds can be loaded
+                    # again; the hub retries on a fresh one (see Hub._on_local).
+                    self.retired = self.broker is not None and not self._gone
                     return
                 if self.broker is None:
                     self._handle(command)

@@ -12,7 +12,7 @@ import builtins
 import contextlib
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -373,7 +373,34 @@ class Hub:
                 f"workflow {workflow_id} is {actor.state.status}; it takes no more events",
                 index=0,
             )
-        return await actor.publish(batch)
+        result: PublishResult | None = None
+
+        async def publish(actor: WorkflowActor) -> None:
+            nonlocal result
+            result = await actor.publish(batch)
+
+        await self._on_local(actor, publish)
+        assert result is not None
+        return result
+
+    async def _on_local(
+        self, actor: WorkflowActor, call: Callable[[WorkflowActor], Awaitable[None]]
+    ) -> WorkflowActor:
+        """Run ``call`` on the workflow's actor; returns the actor it ran on.
+
+        With a broker, a copy may retire (nobody here watched it for
+        ``broker_idle_seconds``) between being looked up and being called;
+        the workflow still exists, so a fresh copy is loaded and called.
+        """
+        while True:
+            try:
+                await call(actor)
+            except WorkflowNotFound:
+                if self.broker is None or not actor.retired:
+                    raise
+                actor = await self._local(actor.workflow_id)
+            else:
+                return actor
 
     async def send_workflow_event(
         self, workflow_id: str, event_type: str, data: dict[str, Any] | None = None
@@ -503,7 +530,7 @@ class Hub:
             workflow_id, frozenset(types) if types is not None else None, remote
         )
         try:
-            await actor.subscribe(subscription, after)
+            actor = await self._on_local(actor, lambda actor: actor.subscribe(subscription, after))
             yield subscription
         finally:
             self._drop_subscription(subscription)

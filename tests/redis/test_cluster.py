@@ -324,14 +324,14 @@ async def test_node_death_mid_stream_loses_nothing(
 async def test_serve_refuses_to_start_without_redis() -> None:
     with trio.fail_after(20):
         result = await trio.run_process(
-            [*FELIX, "serve", "--port", "0", "--broker", "redis://:secret@127.0.0.1:9/0"],
+            [*FELIX, "serve", "--port", "0", "--broker", "redis://:hunter2-pw@127.0.0.1:9/0"],
             capture_stderr=True,
             check=False,
         )
     log = result.stderr.decode()
     assert result.returncode == 1
     assert "cannot start: cannot reach Redis at 127.0.0.1:9" in log
-    assert "secret" not in log
+    assert "hunter2" not in log
 
 
 async def test_open_hub_raises_when_redis_cannot_be_reached() -> None:
@@ -353,3 +353,25 @@ async def test_embedded_hubs_share_workflows(redis_server: RedisServer) -> None:
                 frames += [json.loads(frame.text) for frame in batch]
         assert [frame["type"] for frame in frames] == ["connected", "synthesis", "completed"]
         assert (await two.get_workflow(workflow.workflow_id)).status == "completed"
+
+
+async def test_copies_nobody_watches_are_dropped_and_loaded_again(
+    start_server: StartServer, redis_server: RedisServer
+) -> None:
+    a, b = await start_nodes(start_server, redis_server, broker_idle_seconds=0.2)
+    async with a.client() as on_a, b.client() as on_b:
+        workflow_id = await create_workflow(on_a)
+        await publish(on_b, workflow_id, output(1))
+        # Node memory is bounded: unwatched copies go (Redis's clock is not
+        # trio's, so the test waits for the real 0.2 s).
+        with trio.fail_after(10):
+            while a.hub.statistics()["workflows"] or b.hub.statistics()["workflows"]:
+                await trio.sleep(0.05)
+        assert (await publish(on_b, workflow_id, output(2))).json()["first_seq"] == 2
+        async with a.open_ws(workflow_id, "after=0") as ws:
+            assert (await receive_json(ws))["recovered"] is True
+            assert [(await receive_json(ws))["seq"] for _ in range(2)] == [1, 2]
+            await trio.sleep(0.4)  # past the idle time: a watched copy stays
+            await publish(on_b, workflow_id, output(3))
+            assert (await receive_json(ws))["seq"] == 3
+        assert a.hub.statistics()["workflows"] == 1
