@@ -59,6 +59,9 @@ class FeedSink(Protocol):
     def feed_broadcast(self, frame: Frame) -> None:
         """A system broadcast another node accepted."""
 
+    def feed_system(self, frame: Frame) -> None:
+        """A notice for system-stream watchers only, from any node (this one too)."""
+
     def feed_resumed(self) -> None:
         """The broker is reachable again after an outage: every copy may be stale."""
 
@@ -78,9 +81,12 @@ class Broker(Protocol):
     def health(self) -> dict[str, Any]:
         """What ``/healthz`` shows of the broker: kind, connected, since when."""
 
-    async def create(self, state: WorkflowState, max_workflows: int) -> None:
-        """Store a new workflow; :class:`WorkflowExists` if its id is taken,
-        :class:`CapacityError` when ``max_workflows`` are stored."""
+    async def create(self, state: WorkflowState, max_workflows: int, notice: Frame) -> None:
+        """Store a new workflow and put ``notice`` on the feed for system watchers.
+
+        Raises :class:`WorkflowExists` if the id is taken, :class:`CapacityError`
+        when ``max_workflows`` are stored.
+        """
 
     async def load(self, workflow_id: str) -> Stored | None:
         """The workflow with its retained history, or None if unknown."""

@@ -153,19 +153,33 @@ class Hub:
                 f"{self.settings.max_event_bytes}"
             )
         state = self._new_state(workflow_id, created_at=_now(), task=task, metadata=metadata)
+        # Tells system-stream watchers (dashboards) of a workflow before its
+        # first event; no seq: it is not one of the workflow's events.
+        created = make_frame(
+            {
+                "type": "workflow_created",
+                "workflow_id": workflow_id,
+                "timestamp": state.created_at,
+                "status": state.status,
+                "task": task,
+            }
+        )
         if self.broker is not None:
-            # The broker decides, atomically across nodes, whether the id is free.
-            await self.broker.create(state, self.settings.max_workflows)
+            # The broker decides, atomically across nodes, whether the id is
+            # free, and puts ``created`` on the feed for every node's watchers.
+            await self.broker.create(state, self.settings.max_workflows, created)
             if len(self._actors) >= self.settings.max_workflows:
                 return Workflow(**state.view(0))  # stored; a copy is loaded when needed
-        elif workflow_id in self._actors:
+            return self._snapshot(await self._start_actor(state))
+        if workflow_id in self._actors:
             raise WorkflowExists(f"workflow {workflow_id} already exists")
-        elif len(self._actors) >= self.settings.max_workflows:
+        if len(self._actors) >= self.settings.max_workflows:
             raise CapacityError(
                 f"the server holds {self.settings.max_workflows} workflows, the limit; "
                 "finished ones are forgotten after their retention period"
             )
         actor = await self._start_actor(state)
+        self._to_system([created])
         return self._snapshot(actor)
 
     def _new_state(self, workflow_id: str, **fields: Any) -> WorkflowState:
@@ -440,6 +454,10 @@ class Hub:
         if actor is not None:
             actor.feed_nowait(events)
         self._to_system([event.frame for event in events])
+
+    def feed_system(self, frame: Frame) -> None:
+        """A notice for system-stream watchers only (``workflow_created``)."""
+        self._to_system([frame])
 
     def feed_resumed(self) -> None:
         """The broker is back: every copy here catches up with it."""

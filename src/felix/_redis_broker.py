@@ -8,8 +8,8 @@ Keys (``felix:`` prefix):
 - ``felix:wf:<id>:events`` — a stream of the retained events, entry id
   ``<seq>-0``, trimmed to the history size: the history ``after=`` replays.
 - ``felix:workflows`` — a sorted set of ids in creation order, for listing.
-- ``felix:feed`` — a stream every node tails: one entry per committed batch
-  (and per broadcast), trimmed to ``broker_feed_length``.
+- ``felix:feed`` — a stream every node tails: one entry per committed batch,
+  per broadcast and per created workflow, trimmed to ``broker_feed_length``.
 
 Every write is one Lua script, so Redis applies it whole: a commit checks that
 the workflow is still at the ``last_seq`` the node built its events on
@@ -93,8 +93,9 @@ if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then
   end
   if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[1]) then return 'full' end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
 redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[3])
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[5], '*', 's', ARGV[4])
 return 'ok'
 """
 
@@ -261,7 +262,7 @@ class RedisBroker:
 
     # --- workflows ---------------------------------------------------------------
 
-    async def create(self, state: WorkflowState, max_workflows: int) -> None:
+    async def create(self, state: WorkflowState, max_workflows: int, notice: Frame) -> None:
         """Store a new workflow (see :class:`~felix._broker.Broker`)."""
         record, _agents, _events = _keys(state.workflow_id)
         fields: list[str] = []
@@ -269,8 +270,15 @@ class RedisBroker:
             fields += [name, value]
         outcome: Any = await self._call(
             self._create(
-                keys=[record, INDEX, COUNTER],
-                args=[str(max_workflows), PREFIX, state.workflow_id, *fields],
+                keys=[record, INDEX, COUNTER, FEED],
+                args=[
+                    str(max_workflows),
+                    PREFIX,
+                    state.workflow_id,
+                    notice.text,
+                    str(self._settings.broker_feed_length),
+                    *fields,
+                ],
             )
         )
         if outcome == "exists":
@@ -425,6 +433,9 @@ class RedisBroker:
             elif "b" in fields and fields.get("n") != self.node_id:
                 text = fields["b"]
                 sink.feed_broadcast(Frame.of(json.loads(text)["type"], text))
+            elif "s" in fields:
+                text = fields["s"]
+                sink.feed_system(Frame.of(json.loads(text)["type"], text))
         except Exception:
             # One malformed entry (another version, a hand-made XADD) must not
             # stop the node from hearing every later one.

@@ -192,22 +192,25 @@ async def test_system_stream_and_broadcasts_reach_every_node(
 ) -> None:
     a, b = await start_nodes(start_server, redis_server)
     async with a.client() as on_a, b.client() as on_b:
-        workflow_id = await create_workflow(on_a)
         system_url = f"{b.ws}/api/v1/ws/system/events"
-        async with open_websocket_url(system_url) as system, a.open_ws(workflow_id) as ws_a:
+        async with open_websocket_url(system_url) as system:
             assert (await receive_json(system))["workflow_id"] is None
-            await receive_json(ws_a)
-            await publish(on_a, workflow_id, output(1))
-            event = await receive_json(system)
-            assert (event["workflow_id"], event["seq"]) == (workflow_id, 1)
-            assert (await receive_json(ws_a))["seq"] == 1
-            sent = await on_b.post("/api/v1/broadcast", json={"type": "maintenance", "in": 5})
-            assert sent.status_code == 202
-            # From node B to the workflow subscriber on node A, and once on B.
-            assert (await receive_json(ws_a))["type"] == "maintenance"
-            assert (await receive_json(system))["type"] == "maintenance"
-            await publish(on_b, workflow_id, output(2))
-            assert (await receive_json(system))["seq"] == 2  # no second maintenance frame
+            workflow_id = await create_workflow(on_a)
+            created = await receive_json(system)
+            assert (created["type"], created["workflow_id"]) == ("workflow_created", workflow_id)
+            async with a.open_ws(workflow_id) as ws_a:
+                await receive_json(ws_a)
+                await publish(on_a, workflow_id, output(1))
+                event = await receive_json(system)
+                assert (event["workflow_id"], event["seq"]) == (workflow_id, 1)
+                assert (await receive_json(ws_a))["seq"] == 1
+                sent = await on_b.post("/api/v1/broadcast", json={"type": "maintenance"})
+                assert sent.status_code == 202
+                # From node B to the workflow subscriber on node A, and once on B.
+                assert (await receive_json(ws_a))["type"] == "maintenance"
+                assert (await receive_json(system))["type"] == "maintenance"
+                await publish(on_b, workflow_id, output(2))
+                assert (await receive_json(system))["seq"] == 2  # no second maintenance frame
 
 
 async def test_redis_outage_fails_fast_keeps_clients_and_loses_nothing(

@@ -152,12 +152,13 @@ def test_list_shows_workflows_and_follows_their_status(
 
     dev_server.publish(first, {"type": "workflow_status", "status": "running"})
     expect(row.locator(".status")).to_have_text("running")
-    # One made after the page loaded comes in with its first event.
+    # One made after the page loaded appears at once, before any event.
     second = dev_server.create_workflow(task="Arrived later")
-    dev_server.publish(second, {"type": "agent_spawned", **_agent("late-1")})
     later = page.locator(f'#workflows tr[data-workflow-id="{second}"]')
-    expect(later.locator(".status")).to_have_text("running")
     expect(later).to_contain_text("Arrived later")
+    expect(later.locator(".status")).to_have_text("pending")
+    dev_server.publish(second, {"type": "agent_spawned", **_agent("late-1")})
+    expect(later.locator(".status")).to_have_text("running")
 
     dev_server.publish(first, {"type": "completed"})
     expect(row.locator(".status")).to_have_text("completed")

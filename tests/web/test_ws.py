@@ -283,11 +283,38 @@ async def test_system_stream_sees_every_workflow(server: Server, client: httpx.A
         assert connected["workflow_id"] is None
         assert "status" not in connected
         assert "last_seq" not in connected
-        first, second = await create_workflow(client), await create_workflow(client)
+        first = await create_workflow(client, task="one")
+        second = await create_workflow(client)
         await publish(client, first, RUNNING)
         await publish(client, second, RUNNING)
-        seen = [await receive_json(ws), await receive_json(ws)]
-    assert [(event["workflow_id"], event["seq"]) for event in seen] == [(first, 1), (second, 1)]
+        seen = [await receive_json(ws) for _ in range(4)]
+    # A new workflow is announced (no seq: not one of its events), then its events.
+    assert [(event["type"], event["workflow_id"], event.get("seq")) for event in seen] == [
+        ("workflow_created", first, None),
+        ("workflow_created", second, None),
+        ("workflow_status", first, 1),
+        ("workflow_status", second, 1),
+    ]
+    assert seen[0]["task"] == "one"
+    assert seen[0]["status"] == "pending"
+
+
+async def test_system_stream_types_filter_can_leave_out_creations(server: Server) -> None:
+    async with (
+        server.client() as client,
+        trio_websocket_system(server, "types=workflow_status") as ws,
+    ):
+        await receive_json(ws)
+        workflow_id = await create_workflow(client)
+        await publish(client, workflow_id, RUNNING)
+        assert (await receive_json(ws))["type"] == "workflow_status"
+
+
+async def test_a_broadcast_cannot_pose_as_a_creation(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/api/v1/broadcast", json={"type": "workflow_created", "workflow_id": "x"}
+    )
+    assert response.status_code == 422
 
 
 async def test_connections_listing(server: Server, client: httpx.AsyncClient) -> None:

@@ -39,7 +39,7 @@ WORKFLOW_EVENT_TYPES: Final = frozenset(
 )
 ENVELOPE_FIELDS: Final = frozenset({"type", "workflow_id", "seq", "timestamp"})
 #: Types only the server sends; a producer may not publish or broadcast them.
-SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error"})
+SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error", "workflow_created"})
 TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)

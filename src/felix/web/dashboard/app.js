@@ -265,6 +265,8 @@ class ListView {
         this.backoff.reset();
         setConnection("live", "live");
         this.reload(); // the stream has no replay: catch up with what happened meanwhile
+      } else if (frame.type === "workflow_created" && typeof frame.workflow_id === "string") {
+        this.fetchNew(frame.workflow_id); // shown before its first event
       } else if (typeof frame.workflow_id === "string" && typeof frame.seq === "number") {
         if (this.loading) this.queued.push(frame);
         else this.apply(frame);
@@ -375,7 +377,8 @@ class ListView {
   }
 
   async fetchNew(workflowId) {
-    // A workflow created after the list was loaded: its first event brings it in.
+    // A workflow created after the list was loaded: announced on the system
+    // stream (workflow_created), or, if that was missed, by its first event.
     if (this.fetching.has(workflowId)) return;
     this.fetching.add(workflowId);
     try {
