@@ -36,21 +36,18 @@ Sans-IO: callers pass ``now`` (wall-clock seconds, :func:`time.time`) to the sig
 
 from __future__ import annotations
 
-import base64
-import binascii
-import functools
 import hashlib
-import hmac
 import re
 import time
 from collections.abc import Iterable
 from typing import Final
-from urllib.parse import urlsplit
 
 import attrs
 
 from felix._errors import AuthenticationError
 from felix.settings import Settings
+from felix.web.origins import names_host, parse_origin
+from felix.web.signing import derive, open_signed, sign
 
 __all__ = [
     "COOKIE_NAME",
@@ -75,10 +72,7 @@ MAX_VALUE_LENGTH: Final = 256
 _VERSION: Final = "v1"
 _SCOPE: Final = "dashboard-session"
 _LABEL: Final = b"felix dashboard-session secret v1"
-_MAC_BYTES: Final = 32
-_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 _INVALID: Final = "invalid or expired session"
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 
 _READ_PATHS: Final = re.compile(r"/api/v1/workflows(?:/[^/]+)?")
 _MINT_PATH: Final = re.compile(r"/api/v1/workflows/[^/]+/tokens")
@@ -88,7 +82,7 @@ Headers = Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
 
 
 def _derive(key: str) -> bytes:
-    return hmac.new(key.encode("utf-8", "surrogatepass"), _LABEL, hashlib.sha256).digest()
+    return derive(key, _LABEL)
 
 
 @attrs.frozen
@@ -112,9 +106,7 @@ class SessionSigner:
         if not 0 <= key_index < len(self.secrets) or ttl < 1:
             raise ValueError("a session needs a configured key and a positive ttl")
         expires = int(now + ttl)
-        claims = f"{_VERSION}|{_SCOPE}|{expires}".encode("ascii")
-        mac = hmac.new(self.secrets[key_index], claims, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(claims + mac).rstrip(b"=").decode("ascii"), expires
+        return sign(self.secrets[key_index], f"{_VERSION}|{_SCOPE}|{expires}"), expires
 
     def verify(self, value: str, *, now: float) -> int:
         """The expiry (Unix seconds) of a genuine, unexpired session value.
@@ -122,18 +114,10 @@ class SessionSigner:
         Raises :class:`AuthenticationError` with one message for every failure:
         malformed, forged, signed for a key no longer configured, or expired.
         """
-        raw = _decode(value)
-        if raw is None or len(raw) <= _MAC_BYTES:
+        opened = open_signed(value, self.secrets, max_length=MAX_VALUE_LENGTH)
+        if opened is None:
             raise AuthenticationError(_INVALID)
-        claims, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        genuine = False
-        for secret in self.secrets:
-            # No short-circuit: every secret is tried whatever matched before.
-            expected = hmac.new(secret, claims, hashlib.sha256).digest()
-            genuine |= hmac.compare_digest(mac, expected)
-        if not genuine:
-            raise AuthenticationError(_INVALID)
-        parts = claims.decode("ascii", "replace").split("|")
+        parts, _raw = opened
         if len(parts) != 3 or parts[:2] != [_VERSION, _SCOPE] or not parts[2].isdigit():
             raise AuthenticationError(_INVALID)
         expires = int(parts[2])
@@ -142,20 +126,6 @@ class SessionSigner:
         return expires
 
 
-def _decode(value: str) -> bytes | None:
-    if len(value) > MAX_VALUE_LENGTH or not _BASE64URL.fullmatch(value):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Canonical encodings only, so that one session has one spelling.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != value:
-        return None
-    return raw
-
-
-@functools.lru_cache(maxsize=16)
 def _signer(settings: Settings) -> SessionSigner:
     # Settings are frozen: one derivation per configuration, not per request.
     return SessionSigner.from_settings(settings)
@@ -195,25 +165,9 @@ def same_origin(headers: Headers) -> bool:
     hosts = _header_values(pairs, "host")
     if len(origins) != 1 or len(hosts) != 1:
         return False
-    try:
-        origin = urlsplit(origins[0].strip())
-        host = urlsplit(f"//{hosts[0].strip()}")
-        origin_port, host_port = origin.port, host.port
-    except ValueError:
-        return False
-    scheme = origin.scheme.lower()
-    if (
-        scheme not in _DEFAULT_PORTS
-        or not origin.hostname
-        or origin.path not in {"", "/"}
-        or origin.query
-        or origin.fragment
-        or "@" in origin.netloc
-        or not host.hostname
-    ):
-        return False
-    default = _DEFAULT_PORTS[scheme]
-    return (origin.hostname, origin_port or default) == (host.hostname, host_port or default)
+    origin = parse_origin(origins[0])
+    # Pages are served over http(s); a ws: origin comes from no browser page.
+    return origin is not None and origin[0] in {"http", "https"} and names_host(origin, hosts[0])
 
 
 def _eligible(method: str, path: str, headers: list[tuple[str, str]], websocket: bool) -> bool:

@@ -21,11 +21,7 @@ The first secret signs; every secret verifies. Sans-IO: callers pass ``now``
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import re
 import secrets
 from datetime import UTC, datetime
 from typing import Final
@@ -36,6 +32,7 @@ from felix._core.events import format_timestamp
 from felix._errors import AuthenticationError
 from felix._hub import WORKFLOW_ID
 from felix.settings import Settings
+from felix.web.signing import derive, open_signed, sign
 
 __all__ = ["SubscribeToken", "TokenSigner", "expires_at"]
 
@@ -45,15 +42,13 @@ VERSION: Final = "v1"
 MAX_TOKEN_LENGTH: Final = 512
 #: The domain-separation label of secrets derived from API keys and token secrets.
 _LABEL: Final = b"felix subscribe-token secret v1"
-_MAC_BYTES: Final = 32
-_BASE64URL: Final = re.compile(r"[A-Za-z0-9_-]+")
 _INVALID: Final = "invalid or expired token"
 #: Development mode's secret when FELIX_TOKEN_SECRET is unset: one per process.
 _PROCESS_SECRET: Final = secrets.token_bytes(32)
 
 
 def _derive(secret: str) -> bytes:
-    return hmac.new(secret.encode("utf-8", "surrogatepass"), _LABEL, hashlib.sha256).digest()
+    return derive(secret, _LABEL)
 
 
 def expires_at(expires: int) -> str:
@@ -96,10 +91,7 @@ class TokenSigner:
         if not WORKFLOW_ID.fullmatch(workflow_id) or ttl < 1:
             raise ValueError("a token needs a valid workflow id and a positive ttl")
         expires = int(now + ttl)
-        claims = f"{VERSION}|{SCOPE}|{workflow_id}|{expires}".encode("ascii")
-        mac = hmac.new(self.secrets[0], claims, hashlib.sha256).digest()
-        token = base64.urlsafe_b64encode(claims + mac).rstrip(b"=").decode("ascii")
-        return token, expires
+        return sign(self.secrets[0], f"{VERSION}|{SCOPE}|{workflow_id}|{expires}"), expires
 
     def verify(self, token: str, *, now: float) -> SubscribeToken:
         """The grant of a genuine, unexpired token.
@@ -108,18 +100,10 @@ class TokenSigner:
         failure: malformed, forged, signed by an unknown secret, or expired.
         Which workflow it is for is the caller's to check.
         """
-        raw = _decode(token)
-        if raw is None or len(raw) <= _MAC_BYTES:
+        opened = open_signed(token, self.secrets, max_length=MAX_TOKEN_LENGTH)
+        if opened is None:
             raise AuthenticationError(_INVALID)
-        claims, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        genuine = False
-        for secret in self.secrets:
-            # No short-circuit: every secret is tried whatever matched before.
-            expected = hmac.new(secret, claims, hashlib.sha256).digest()
-            genuine |= hmac.compare_digest(mac, expected)
-        if not genuine:
-            raise AuthenticationError(_INVALID)
-        parts = claims.decode("ascii", "replace").split("|")
+        parts, raw = opened
         if len(parts) != 4 or parts[0] != VERSION or parts[1] != SCOPE:
             raise AuthenticationError(_INVALID)
         workflow_id, expires_text = parts[2], parts[3]
@@ -130,16 +114,3 @@ class TokenSigner:
             raise AuthenticationError(_INVALID)
         token_id = hashlib.sha256(raw).hexdigest()[:32]
         return SubscribeToken(workflow_id=workflow_id, expires=expires, token_id=token_id)
-
-
-def _decode(token: str) -> bytes | None:
-    if len(token) > MAX_TOKEN_LENGTH or not _BASE64URL.fullmatch(token):
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-    except (binascii.Error, ValueError):
-        return None
-    # Canonical encodings only, so that one token has one spelling.
-    if base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii") != token:
-        return None
-    return raw

@@ -23,7 +23,7 @@ import time
 import weakref
 from datetime import UTC, datetime
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import attrs
 import trio
@@ -44,6 +44,7 @@ from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.direct_write import DirectWriter
 from felix.web.fast_publish import PUBLISH_PATH, handle_publish
+from felix.web.origins import names_host, parse_origin
 from felix.web.ratelimit import RateLimiter
 from felix.web.session import session_credential
 from felix.web.tokens import TokenSigner
@@ -69,7 +70,6 @@ def _remote(scope: Scope) -> str | None:
 # --- handshake security: rate limits, credentials, origin ----------------------------
 
 #: Default ports of the schemes an Origin header can carry.
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _INVALID_TOKEN: Final = "invalid or expired token"
 
 
@@ -96,7 +96,7 @@ class _HandshakeGuard:
             allowed = settings.allowed_origins
             origins: frozenset[tuple[str, str, int]] | None = None
             if "*" not in allowed and (allowed or not settings.dev_mode):
-                origins = frozenset(o for o in map(_origin, allowed) if o is not None)
+                origins = frozenset(o for o in map(parse_origin, allowed) if o is not None)
             guard = _GUARDS[router] = cls(
                 settings=settings,
                 signer=TokenSigner.from_settings(settings),
@@ -160,9 +160,9 @@ class _HandshakeGuard:
             if name.lower() != b"origin":
                 continue
             text = value.decode("latin-1")
-            origin = _origin(text)
+            origin = parse_origin(text)
             if origin is None or not (
-                origin in self.origins if self.origins else _same_origin(origin, host)
+                origin in self.origins if self.origins else names_host(origin, host)
             ):
                 raise OriginNotAllowed(
                     f"origin {text[:100]!r} may not open WebSockets here; see FELIX_ALLOWED_ORIGINS"
@@ -170,37 +170,6 @@ class _HandshakeGuard:
 
 
 _GUARDS: weakref.WeakKeyDictionary[WebSocketRouter, _HandshakeGuard] = weakref.WeakKeyDictionary()
-
-
-def _origin(text: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of an origin such as ``https://app.example.com``, or None."""
-    try:
-        parts = urlsplit(text.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if (
-        scheme not in _DEFAULT_PORTS
-        or not parts.hostname
-        or parts.path not in {"", "/"}
-        or parts.query
-        or parts.fragment
-        or "@" in parts.netloc
-    ):
-        return None
-    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
-
-
-def _same_origin(origin: tuple[str, str, int], host: str) -> bool:
-    """Whether the Origin names the host and port the request was sent to."""
-    try:
-        parts = urlsplit(f"//{host}")
-        port = parts.port
-    except ValueError:
-        return False
-    scheme, hostname, origin_port = origin
-    return (parts.hostname, port or _DEFAULT_PORTS[scheme]) == (hostname, origin_port)
 
 
 def _query_value(scope: Scope, name: str) -> str | None:
