@@ -78,16 +78,22 @@ class Subscription:
     close_reason: str = ""
     #: Set by the web layer when frames may be written straight to the socket.
     direct: RawWriter | None = None
-    _replay: deque[Frame] = attrs.field(factory=deque, init=False)
+    #: Frames waiting for the writer, oldest first: the first ``_replay_count``
+    #: are the ``connected`` frame and the replay (not counted against the
+    #: budget), the rest live frames. None while empty: an idle subscriber
+    #: keeps no deque (a deque allocates room for 64 items at once).
+    _queue: deque[Frame] | None = attrs.field(default=None, init=False)
+    _replay_count: int = attrs.field(default=0, init=False)
     #: The unwritten rest of a direct write; it goes out before anything else.
     _pending: bytes = attrs.field(default=b"", init=False)
     #: True while the writer holds bytes it has taken but not yet written.
     _in_flight: bool = attrs.field(default=False, init=False)
-    _queue: deque[Frame] = attrs.field(factory=deque, init=False)
     _queued_bytes: int = attrs.field(default=0, init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _detached: bool = attrs.field(default=False, init=False)
-    _lot: trio.lowlevel.ParkingLot = attrs.field(factory=trio.lowlevel.ParkingLot, init=False)
+    #: The consumer's task while it waits; there is only ever one consumer, so
+    #: this replaces a parking lot (and its dict) per subscriber.
+    _waiter: trio.lowlevel.Task | None = attrs.field(default=None, init=False)
 
     @property
     def active(self) -> bool:
@@ -115,8 +121,19 @@ class Subscription:
         their number is bounded by the history length. ``control`` frames
         (``connected``) skip the ``types=`` filter.
         """
-        self._replay.extend(frame for frame in frames if control or self.wants(frame.type))
-        self._lot.unpark_all()
+        wanted = [frame for frame in frames if control or self.wants(frame.type)]
+        if not wanted:
+            return
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) == self._replay_count:
+            queue.extend(wanted)
+        else:  # live frames are already queued: the replay goes ahead of them
+            for offset, frame in enumerate(wanted):
+                queue.insert(self._replay_count + offset, frame)
+        self._replay_count += len(wanted)
+        self._wake()
 
     def wants(self, frame_type: str) -> bool:
         """Whether this subscriber's ``types=`` filter lets a frame through."""
@@ -136,7 +153,9 @@ class Subscription:
         """
         if not self.active:
             return False
-        if len(self._queue) > self.max_frames or self._queued_bytes > self.max_bytes:
+        queue = self._queue
+        live = len(queue) - self._replay_count if queue is not None else 0
+        if live > self.max_frames or self._queued_bytes > self.max_bytes:
             self.kick(CLOSE_SLOW_CONSUMER, "slow consumer")
             return False
         types = self.types
@@ -144,9 +163,7 @@ class Subscription:
         if not wanted:
             return True
         direct = self.direct
-        if direct is not None and not (
-            self._in_flight or self._pending or self._queue or self._replay
-        ):
+        if direct is not None and not (self._in_flight or self._pending or self._queue):
             # The hot path: nothing is waiting ahead of these frames, so they
             # go straight to the socket from the publisher's task, with no
             # task switch; only what the socket does not take now is queued.
@@ -161,12 +178,14 @@ class Subscription:
             if written < len(data):
                 self._pending = data[written:]
                 self._queued_bytes += len(self._pending)
-                self._lot.unpark_all()
+                self._wake()
             return True
+        if queue is None:
+            queue = self._queue = deque()
         for frame in wanted:
-            self._queue.append(frame)
+            queue.append(frame)
             self._queued_bytes += frame.size
-        self._lot.unpark_all()
+        self._wake()
         return True
 
     def finish(self, code: int, reason: str) -> None:
@@ -174,28 +193,31 @@ class Subscription:
         if self.active:
             self.close_code, self.close_reason = code, reason
             self._closing = True
-            self._lot.unpark_all()
+            self._wake()
 
     def kick(self, code: int, reason: str) -> None:
-        """End the stream now, dropping what is queued (frees the buffer)."""
+        """End the stream now, dropping what is queued (frees the buffer).
+
+        The unwritten rest of a direct write is kept: part of its frame is
+        already on the wire, and the close frame can only follow a whole one.
+        """
         if self._detached:
             return
-        self._replay.clear()
-        self._queue.clear()
-        self._pending = b""
-        self._queued_bytes = 0
+        self._queue = None
+        self._replay_count = 0
+        self._queued_bytes = len(self._pending)
         self.close_code, self.close_reason = code, reason
         self._closing = True
-        self._lot.unpark_all()
+        self._wake()
 
     def detach(self) -> None:
         """Mark the subscription gone; producers drop it at their next offer."""
         self._detached = True
-        self._replay.clear()
-        self._queue.clear()
+        self._queue = None
+        self._replay_count = 0
         self._pending = b""
         self._queued_bytes = 0
-        self._lot.unpark_all()
+        self._wake()
 
     # --- consumer side ------------------------------------------------------
 
@@ -205,17 +227,41 @@ class Subscription:
         return self._queued_bytes
 
     def _take_frames(self) -> list[Frame]:
-        if self._replay:
-            batch = [self._replay.popleft() for _ in range(min(len(self._replay), BATCH_LIMIT))]
-            self.messages_sent += len(batch)
-            return batch
-        if self._queue:
-            count = min(len(self._queue), BATCH_LIMIT)
-            batch = [self._queue.popleft() for _ in range(count)]
+        queue = self._queue
+        if not queue:
+            return []
+        replayed = self._replay_count
+        if replayed:
+            # The replay goes out in batches of its own: its frames are not
+            # in the byte count.
+            count = min(replayed, BATCH_LIMIT)
+            self._replay_count = replayed - count
+            batch = [queue.popleft() for _ in range(count)]
+        else:
+            count = min(len(queue), BATCH_LIMIT)
+            batch = [queue.popleft() for _ in range(count)]
             self._queued_bytes -= sum(frame.size for frame in batch)
-            self.messages_sent += count
-            return batch
-        return []
+        self.messages_sent += count
+        if not queue:
+            self._queue = None
+        return batch
+
+    def _enlist(self) -> None:
+        # Then wait_task_rescheduled(self._abort_wait), called by the consumer
+        # itself: one coroutine less held by every idle connection.
+        if self._waiter is not None:
+            raise trio.BusyResourceError("another task is already taking frames from this stream")
+        self._waiter = trio.lowlevel.current_task()
+
+    def _abort_wait(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+        self._waiter = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+    def _wake(self) -> None:
+        task = self._waiter
+        if task is not None:
+            self._waiter = None
+            trio.lowlevel.reschedule(task)
 
     async def receive_batch(self) -> list[Frame]:
         """Wait for frames and take up to :data:`BATCH_LIMIT` of them.
@@ -228,7 +274,8 @@ class Subscription:
                 return batch
             if self._closing or self._detached:
                 return []
-            await self._lot.park()
+            self._enlist()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
 
     async def receive_wire(self) -> bytes | None:
         """Wait for bytes to write, for a writer that sends raw frames.
@@ -249,11 +296,18 @@ class Subscription:
                 return batch[0].wire if len(batch) == 1 else b"".join(f.wire for f in batch)
             if self._closing or self._detached:
                 return None
-            await self._lot.park()
+            self._enlist()
+            await trio.lowlevel.wait_task_rescheduled(self._abort_wait)
 
     def written(self) -> None:
         """The bytes from :meth:`receive_wire` are written; direct writes may resume."""
         self._in_flight = False
+
+    def take_leftover(self) -> bytes:
+        """Take the unwritten rest of a direct write, for a write that must follow it."""
+        data, self._pending = self._pending, b""
+        self._queued_bytes -= len(data)
+        return data
 
     async def __aiter__(self) -> AsyncIterator[str]:
         while batch := await self.receive_batch():

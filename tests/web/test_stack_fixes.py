@@ -208,16 +208,21 @@ async def test_serving_installs_the_patches(server: Server) -> None:
     import hypercorn.protocol.h11
     import hypercorn.trio.run
 
+    from felix.web.direct_read import DirectReadWSStream
     from felix.web.fix_dead_peers import DeadPeerWSStream
     from felix.web.fix_send_deadline import DeadlineTCPServer
+    from felix.web.lean_connection import LeanReadTCPServer, LeanWSStream
 
     assert hypercorn_patches.installed()
-    assert getattr(hypercorn.trio.run, "TCPServer") is DeadlineTCPServer  # noqa: B009
+    assert getattr(hypercorn.trio.run, "TCPServer") is hypercorn_patches.FelixTCPServer  # noqa: B009
     assert getattr(hypercorn.protocol.h11, "WSStream") is hypercorn_patches.FelixWSStream  # noqa: B009
     # The methods overridden must still exist upstream, or the override is dead code.
     for cls, names in (
-        (DeadlineTCPServer, ("protocol_send", "run")),
+        (DeadlineTCPServer, ("protocol_send", "_close")),
+        (LeanReadTCPServer, ("_read_data",)),
         (DeadPeerWSStream, ("handle", "_send_pings", "_send_wsproto_event")),
+        (DirectReadWSStream, ("handle",)),
+        (LeanWSStream, ("_accept",)),
     ):
         for name in names:
             assert hasattr(cls.__mro__[1], name), (cls, name)

@@ -26,12 +26,15 @@ against queued frames, partial writes, a stalled reader and cancellation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hypercorn.events import RawData
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 
 from felix.web.fix_send_deadline import CURRENT_SERVER, DeadlineTCPServer
+
+if TYPE_CHECKING:
+    from felix._subscription import Subscription
 
 __all__ = ["DirectWriter"]
 
@@ -85,6 +88,17 @@ class DirectWriter:
             # wait for room or find the error and close the connection.
             return 0
         return sent
+
+    def attach(self, sub: Subscription) -> None:
+        """Let ``sub`` write through this connection; Hypercorn's own writes
+        (pongs, pings, the close) then send the rest of a half-written frame first."""
+        sub.direct = self
+        self._server.felix_take_leftover = sub.take_leftover
+
+    def detach(self, sub: Subscription) -> None:
+        """Undo :meth:`attach`."""
+        sub.direct = None
+        self._server.felix_take_leftover = None
 
     async def send(self, data: bytes) -> None:
         """Write through Hypercorn's path: its send lock and Felix's write deadline."""

@@ -25,6 +25,7 @@ import contextlib
 import math
 import socket
 import struct
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -50,32 +51,56 @@ class DeadlineTCPServer(TCPServer):
     """
 
     _felix_send_scope: trio.CancelScope | None = None
+    #: The server's nursery of connection handlers (this task's parent), where
+    #: server-wide helpers such as the WebSocket pinger run.
+    felix_handler_nursery: trio.Nursery | None = None
+    #: Set by the direct writer: takes the unwritten rest of a direct write,
+    #: which must reach the wire before any other byte of this connection.
+    felix_take_leftover: Callable[[], bytes] | None = None
 
-    async def run(self) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Hypercorn makes the handler in the connection's task, just before
+        # awaiting its run(): what is set here holds for that task, without a
+        # run() of our own held on every idle connection's stack.
+        super().__init__(*args, **kwargs)
         registry: set[DeadlineTCPServer] | None = getattr(self.config, "felix_servers", None)
         if registry is not None:
             registry.add(self)
         CURRENT_SERVER.set(self)
+        self.felix_handler_nursery = trio.lowlevel.current_task().parent_nursery
+
+    async def _close(self) -> None:
+        # run() ends in _close() on every path, so the connection leaves the
+        # registry here.
         try:
-            await super().run()
+            await super()._close()
         finally:
+            registry: set[DeadlineTCPServer] | None = getattr(self.config, "felix_servers", None)
             if registry is not None:
                 registry.discard(self)
 
     async def protocol_send(self, event: Event) -> None:
         timeout: float | None = getattr(self.config, "felix_send_timeout", None)
-        if timeout is None or not isinstance(event, RawData):
+        if not isinstance(event, RawData) or (timeout is None and self.felix_take_leftover is None):
             await super().protocol_send(event)
             return
         async with self.send_lock:
+            data = event.data
+            take_leftover = self.felix_take_leftover
+            if take_leftover is not None and (leftover := take_leftover()):
+                # Hypercorn's own frames (a pong, a ping, a close) must not
+                # land inside a frame that a direct write left half written.
+                data = leftover + data
             # Shielded like Hypercorn's own write, so a cancelled app task
             # never leaves half a frame on the wire, but no longer unbounded.
             with trio.CancelScope(shield=True) as scope:
                 cap: float = getattr(self.config, "felix_send_deadline_cap", math.inf)
-                scope.deadline = min(trio.current_time() + timeout, cap)
+                if timeout is not None:
+                    cap = min(trio.current_time() + timeout, cap)
+                scope.deadline = cap
                 self._felix_send_scope = scope
                 try:
-                    await self.stream.send_all(event.data)
+                    await self.stream.send_all(data)
                 except (
                     trio.BrokenResourceError,
                     trio.ClosedResourceError,

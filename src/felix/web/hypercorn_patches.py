@@ -19,18 +19,31 @@ import math
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.trio.run
+import hypercorn.trio.tcp_server
 from hypercorn.config import Config
 
-from felix.web.fix_dead_peers import DeadPeerWSStream
+from felix.web.direct_read import DirectReadWSStream
+from felix.web.fix_dead_peers import DeadPeerWSStream, Pinger
 from felix.web.fix_oversized_message import OversizeSafeWSStream
 from felix.web.fix_permessage_deflate import CompressionSettingWSStream
 from felix.web.fix_send_deadline import DeadlineTCPServer
+from felix.web.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
 
-__all__ = ["FelixConfig", "FelixWSStream", "install", "installed"]
+__all__ = ["FelixConfig", "FelixTCPServer", "FelixWSStream", "install", "installed"]
 
 
-class FelixWSStream(DeadPeerWSStream, CompressionSettingWSStream, OversizeSafeWSStream):
-    """Hypercorn's WebSocket stream with Felix's fixes."""
+class FelixTCPServer(DeadlineTCPServer, LeanReadTCPServer):
+    """Hypercorn's TCP connection handler with Felix's write deadline and lean reads."""
+
+
+class FelixWSStream(
+    DeadPeerWSStream,
+    CompressionSettingWSStream,
+    OversizeSafeWSStream,
+    DirectReadWSStream,
+    LeanWSStream,
+):
+    """Hypercorn's WebSocket stream with Felix's fixes and direct reads."""
 
 
 class FelixConfig(Config):
@@ -44,23 +57,29 @@ class FelixConfig(Config):
     felix_compression: bool = True
     #: No write may last past this moment (pulled in at shutdown).
     felix_send_deadline_cap: float = math.inf
+    #: Give apps a lean inbox instead of a memory channel (see lean_connection).
+    felix_lean_inbox: bool = True
 
     def __init__(self) -> None:
         super().__init__()
         self.felix_servers: set[DeadlineTCPServer] = set()
+        #: Pings this server's WebSockets (one task, not one per connection).
+        self.felix_pinger = Pinger()
 
 
 def install() -> None:
     """Rebind Hypercorn's TCP server and WebSocket stream classes. Idempotent."""
-    setattr(hypercorn.trio.run, "TCPServer", DeadlineTCPServer)  # noqa: B010
+    setattr(hypercorn.trio.run, "TCPServer", FelixTCPServer)  # noqa: B010
     setattr(hypercorn.protocol.h11, "WSStream", FelixWSStream)  # noqa: B010
     setattr(hypercorn.protocol.h2, "WSStream", FelixWSStream)  # noqa: B010
+    setattr(hypercorn.trio.tcp_server, "TaskGroup", LeanTaskGroup)  # noqa: B010
 
 
 def installed() -> bool:
     """Whether :func:`install` is in effect."""
     return (
-        getattr(hypercorn.trio.run, "TCPServer", None) is DeadlineTCPServer
+        getattr(hypercorn.trio.run, "TCPServer", None) is FelixTCPServer
         and getattr(hypercorn.protocol.h11, "WSStream", None) is FelixWSStream
         and getattr(hypercorn.protocol.h2, "WSStream", None) is FelixWSStream
+        and getattr(hypercorn.trio.tcp_server, "TaskGroup", None) is LeanTaskGroup
     )

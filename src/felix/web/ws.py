@@ -6,22 +6,27 @@ route: it refuses handshakes with a real HTTP status and JSON body (the ASGI
 with 1011 when something breaks after the accept (Quart would close with
 1000), and it spares every frame Quart's per-message layers.
 
-Each connection owns a nursery with two tasks: the writer drains the
-subscription's buffer into ``websocket.send`` messages and finally sends the
-close frame; the reader answers the client's pings and notices the
-disconnect. Whichever ends first cancels the other, and leaving
-:meth:`Hub.subscribe`'s block unregisters the subscriber: nothing outlives the
-connection.
+Each connection has one task of its own, the writer: it writes what direct
+writes left over and the subscription's queued frames, and finally the close
+frame. Client messages (pings, commands) and the disconnect reach
+:func:`_on_message` from Hypercorn's connection task
+(:mod:`felix.web.direct_read`), so no reader task waits in ``receive()``; a
+disconnect ends the writer at once. Where that hand-over is not available, a
+reader task in a nursery with the writer does the same, and whichever ends
+first cancels the other. Leaving :meth:`Hub.subscribe`'s block unregisters the
+subscriber: nothing outlives the connection.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import logging
 import re
 import time
 import weakref
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -42,6 +47,7 @@ from felix._subscription import Subscription
 from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 from felix.web.auth import check_api_key, key_from_headers
+from felix.web.direct_read import listen
 from felix.web.direct_write import DirectWriter
 from felix.web.fast_publish import PUBLISH_PATH, handle_publish
 from felix.web.origins import names_host, parse_origin
@@ -263,17 +269,26 @@ class WebSocketRouter:
 
     async def _run(self, sub: Subscription, receive: Receive, send: Send) -> None:
         CONNECTION_ID.set(sub.connection_id)  # for JSON log lines; this task is the connection's
+        # Installed before the accept, so that no message reaches the channel first.
+        listening = listen(partial(_on_message, sub, contextvars.copy_context()))
         await send({"type": "websocket.accept"})
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read, sub, receive, nursery.cancel_scope)
+            if listening is None:
+                # Only receive() tells of client messages: a reader task waits there.
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._read, sub, receive, nursery.cancel_scope)
+                    await _write_any(sub, send)
+                    nursery.cancel_scope.cancel()
+            else:
+                if not listening:
+                    sub.detach()  # the client left during the handshake
+                # Client messages come to _on_message from the connection's
+                # own task: this task only writes.
                 direct = DirectWriter.for_current_connection()
                 if direct is None:
                     await _write(sub, send)
                 else:
-                    sub.direct = direct
                     await _write_direct(sub, direct, send)
-                nursery.cancel_scope.cancel()
         except Exception:
             # After the accept the client can only learn of a failure from the
             # close code; Quart would say 1000 here, which reads as success.
@@ -296,6 +311,30 @@ class WebSocketRouter:
                 _answer(sub, message)
 
 
+def _on_message(sub: Subscription, context: contextvars.Context, message: Message) -> None:
+    """A client message, handed over by the connection's task (never raises).
+
+    ``context`` is this connection's (request and connection ids for the log).
+    """
+    try:
+        if message["type"] == "websocket.receive":
+            _answer(sub, message)
+        elif message["type"] == "websocket.disconnect":
+            sub.detach()  # the writer stops at once; nothing can reach the client now
+    except Exception:
+        # Raised here, it would end Hypercorn's connection task instead.
+        context.run(logger.exception, "connection %s failed", sub.connection_id)
+        sub.kick(CLOSE_INTERNAL_ERROR, "internal error")
+
+
+async def _write_any(sub: Subscription, send: Send) -> None:
+    direct = DirectWriter.for_current_connection()
+    if direct is None:
+        await _write(sub, send)
+    else:
+        await _write_direct(sub, direct, send)
+
+
 async def _write(sub: Subscription, send: Send) -> None:
     """The ASGI path: one ``websocket.send`` per frame (compression, HTTP/2, TLS)."""
     while batch := await sub.receive_batch():
@@ -306,12 +345,14 @@ async def _write(sub: Subscription, send: Send) -> None:
 
 async def _write_direct(sub: Subscription, direct: DirectWriter, send: Send) -> None:
     """The hot path's writer: what direct writes left over, then queued frames, in one write."""
+    direct.attach(sub)
     try:
         while (data := await sub.receive_wire()) is not None:
             await direct.send(data)
             sub.written()
+            del data  # not kept while the connection idles
     finally:
-        sub.direct = None
+        direct.detach(sub)
     await send({"type": "websocket.close", "code": sub.close_code, "reason": sub.close_reason})
 
 
