@@ -393,6 +393,59 @@ function cpuMs() {
   return (usage.user + usage.system) / 1000;
 }
 
+// ---- pacing: the publisher never runs ahead of the slowest subscriber ----------
+// Subscribers in other processes share one CPU with the publisher and may fall
+// behind its canary; if the publisher only watched the canary, a server could
+// build a backlog for them without bound (Felix would then close them with
+// 4008, as its slow-consumer policy says). So every sub process publishes, per
+// workflow of its assignment in order, the events its slowest open subscriber
+// has (a Float64 each, rewritten in place every PROGRESS_MS), and the
+// publisher's window counts from the lowest of those and its canary.
+const PROGRESS_MS = 2;
+
+function reportProgress(audience, file) {
+  const order = config.workflows.map(([workflowId]) => workflowId);
+  const slot = new Map(order.map((workflowId, index) => [workflowId, index]));
+  const values = new Float64Array(order.length);
+  const bytes = Buffer.from(values.buffer);
+  const fd = fs.openSync(file, 'w');
+  const write = () => {
+    values.fill(Infinity);
+    for (const sub of audience.subscribers) {
+      // A subscriber the server closed gets nothing more: it must not hold the rest.
+      if (sub.closedEarly !== null) continue;
+      const index = slot.get(sub.workflowId);
+      if (sub.distinct < values[index]) values[index] = sub.distinct;
+    }
+    fs.writeSync(fd, bytes, 0, bytes.length, 0);
+  };
+  write();
+  setInterval(write, PROGRESS_MS).unref();
+}
+
+class SlowestSubscribers {
+  constructor(entries) {
+    // entries: [{file, workflows: [ids in the file's order]}]
+    this.readers = (entries || []).map(({ file, workflows }) => ({
+      fd: fs.openSync(file, 'r'),
+      slot: new Map(workflows.map((workflowId, index) => [workflowId, index])),
+      values: new Float64Array(workflows.length),
+    }));
+  }
+
+  // The events the slowest subscriber of `workflowId` in any sub process has.
+  of(workflowId) {
+    let lowest = Infinity;
+    for (const reader of this.readers) {
+      const index = reader.slot.get(workflowId);
+      if (index === undefined) continue;
+      fs.readSync(reader.fd, Buffer.from(reader.values.buffer), 0, reader.values.byteLength, 0);
+      lowest = Math.min(lowest, reader.values[index]);
+    }
+    return lowest;
+  }
+}
+
 // ---- roles ------------------------------------------------------------------
 async function runSub() {
   const audience = new Audience(config.ws_base, config.deflate);
@@ -411,6 +464,7 @@ async function runSub() {
   emit({ event: 'started' });
   await nextCommand('connect');
   const connect = await audience.connect(config.connect_concurrency);
+  if (config.progress_file) reportProgress(audience, config.progress_file);
   emit({ event: 'ready', ...connect });
   const expect = await nextCommand('expect');
   await audience.awaitCounts(expect.counts, expect.drain_ms);
@@ -473,6 +527,8 @@ async function runPub() {
   );
   emit({ event: 'ready', canaries: connect });
   await nextCommand('go');
+  // Opened after 'go': every sub process wrote its file before it said 'ready'.
+  const slowest = new SlowestSubscribers(config.progress);
 
   const published = {}; // workflow -> events acknowledged, per stream
   const sent = new Map(); // workflow -> events sent (acknowledged or in flight)
@@ -482,15 +538,25 @@ async function runPub() {
   const start = now();
   const stopAt = start + (config.duration_ms || 0);
 
-  // `max` mode: a stream may send only while the canary has all but `window`
-  // of the workflow's sent events, so no server builds an unbounded backlog.
-  function waitForWindow(workflowId, threshold) {
+  // `max` mode: a stream may send only while every subscriber (the canary and
+  // the slowest of each sub process) has all but `window` of the workflow's
+  // sent events, so no server builds an unbounded backlog.
+  function canaryAtLeast(workflowId, threshold) {
     const canary = byWorkflow.get(workflowId);
     if (canary.distinct >= threshold || canary.closedEarly !== null) return Promise.resolve();
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`canary stalled below ${threshold} events for 10 s`)), 10000);
       windowWaiters.get(workflowId).push({ threshold, resolve: () => { clearTimeout(timer); resolve(); } });
     });
+  }
+
+  async function waitForWindow(workflowId, threshold) {
+    await canaryAtLeast(workflowId, threshold);
+    const deadline = now() + 10000;
+    while (slowest.of(workflowId) < threshold) {
+      if (now() > deadline) throw new Error(`subscribers stalled below ${threshold} events for 10 s`);
+      await sleep(PROGRESS_MS / 2);
+    }
   }
 
   async function stream(workflowId, p, index, total) {

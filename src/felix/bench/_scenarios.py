@@ -433,10 +433,17 @@ def _run(
     held = plan.subscribers if plan.idle else plan.subscribers - 1
     assignments = _split(workflows, held, plan.sub_procs) if held > 0 else []
     latency_files: list[Path] = []
+    progress: list[dict[str, Any]] = []
     subs: list[NodeProc] = []
     for index, assignment in enumerate(assignments):
         latency_file = ctx.scratch / f"{tag}-sub{index}.f64"
         latency_files.append(latency_file)
+        # Where the sub process says how far its slowest subscriber of each
+        # workflow has got; the publisher's window counts from it.
+        # (Only `max` mode has a window; the others would just burn the generator's CPU.)
+        progress_file = ctx.scratch / f"{tag}-sub{index}.progress"
+        if plan.mode == "max":
+            progress.append({"file": str(progress_file), "workflows": [wf for wf, _ in assignment]})
         node = ctx.spawn_node(
             f"{tag}-sub{index}",
             {
@@ -447,6 +454,7 @@ def _run(
                 "warmup": plan.warmup if index == 0 else 0,
                 "deflate": ctx.deflate,
                 "latency_file": str(latency_file),
+                "progress_file": str(progress_file) if plan.mode == "max" else None,
                 "max_ms": 300_000,
             },
         )
@@ -506,6 +514,7 @@ def _run(
             "window": plan.window,
             "pad": EVENT_PAD,
             "deflate": ctx.deflate,
+            "progress": progress,
             "latency_file": str(pub_latency),
             "max_ms": 300_000,
         },
@@ -618,3 +627,5 @@ def _run(
         result.info["handshakes"] = handshakes
     for path in latency_files:
         path.unlink(missing_ok=True)
+    for entry in progress:
+        Path(entry["file"]).unlink(missing_ok=True)
