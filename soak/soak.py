@@ -287,7 +287,11 @@ async def main(duration: float, clients: int, workflows: int) -> int:
     process, base = await start_server(env, log)
     print(f"server log: {log.name}", flush=True)
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+        # Idle connections expire on the client before the server's 5 s
+        # keep-alive timeout closes them; with both at 5 s (httpx's default),
+        # a publish sent just as the server closes its connection fails.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
             baseline = await stats(http)
             print(
                 f"server {base}: baseline {baseline['tasks']} tasks, "

@@ -23,6 +23,7 @@ from trio_websocket import WebSocketConnection, WebSocketRequest, serve_websocke
 
 import felix
 from felix.client import (
+    CLIENT_LIMITS,
     ApiError,
     Backoff,
     ConnectionFailed,
@@ -701,3 +702,11 @@ async def test_rest_connection_refused_is_a_clear_error() -> None:
         await client.aclose()  # idempotent
     assert info.value.reason == "connection refused"
     assert str(info.value) == f"cannot connect to http://127.0.0.1:{port}: connection refused"
+
+
+def test_pooled_connections_expire_before_the_server_closes_them() -> None:
+    # Equal expiries race: a request sent on a connection as the server closes
+    # it fails ("Server disconnected without sending a response"); the soak
+    # hit it with httpx's default of 5 s against the server's 5 s.
+    assert CLIENT_LIMITS.keepalive_expiry is not None
+    assert CLIENT_LIMITS.keepalive_expiry < felix.Settings().keep_alive_timeout / 2

@@ -73,6 +73,12 @@ __all__ = [
     "open_workflow_stream",
 ]
 
+#: Idle pooled connections are dropped after 2 s: before the server's keep-alive
+#: timeout (FELIX_KEEP_ALIVE_TIMEOUT, 5 s by default) closes them. With equal
+#: timeouts (httpx's default is 5 s too) a request sent on a connection just as
+#: the server closes it fails with "Server disconnected" or a reset.
+CLIENT_LIMITS: Final = httpx.Limits(keepalive_expiry=2.0)
+
 #: One event as the server sent it: the flat JSON object of the contract.
 Event: TypeAlias = dict[str, Any]
 
@@ -820,7 +826,11 @@ class FelixClient:
         self.base_url = _http_base(base_url)
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            limits=CLIENT_LIMITS,
         )
 
     async def __aenter__(self) -> FelixClient:
