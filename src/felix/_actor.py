@@ -308,7 +308,18 @@ class WorkflowActor:
 
     async def _publish_shared(self, command: _Publish) -> None:
         assert self.broker is not None
+        # Each lost race means another node's batch went in, so retrying makes
+        # progress; but a producer is not kept waiting for ever behind them.
+        give_up_at = trio.current_time() + self.publish_timeout
         while True:
+            if trio.current_time() > give_up_at:
+                command.reply.set(
+                    error=InboxFull(
+                        f"workflow {self.workflow_id} is busy: other nodes kept publishing "
+                        f"to it for {self.publish_timeout:g} s; retry later"
+                    )
+                )
+                return
             try:
                 events = self.state.check(command.batch, datetime.now(UTC))
             except FelixError as error:
