@@ -24,6 +24,7 @@ from tests.conftest import (
     StartServer,
     create_workflow,
     publish,
+    raw_websocket,
     receive_json,
 )
 from tests.redis.conftest import RedisServer
@@ -216,7 +217,7 @@ async def test_system_stream_and_broadcasts_reach_every_node(
 async def test_redis_outage_fails_fast_keeps_clients_and_loses_nothing(
     start_server: StartServer, redis_server: RedisServer
 ) -> None:
-    node = await start_server(broker=redis_server.url)
+    node, other = await start_nodes(start_server, redis_server)
     async with node.client() as http:
         workflow_id = await create_workflow(http)
         async with node.open_ws(workflow_id) as ws:
@@ -230,6 +231,12 @@ async def test_redis_outage_fails_fast_keeps_clients_and_loses_nothing(
             assert refused.headers["retry-after"] == "1"
             created = await http.post("/api/v1/workflows")
             assert (created.status_code, created.json()["error"]) == (503, "broker_unavailable")
+            # A node that holds no copy of the workflow cannot load one: its
+            # handshake is refused with the same answer, before the upgrade.
+            sock, answer = await raw_websocket(other.http, f"/api/v1/ws/workflows/{workflow_id}")
+            sock.close()
+            assert answer.startswith(b"HTTP/1.1 503")
+            assert b"retry-after: 1" in answer.lower()
             health = await http.get("/healthz")
             assert health.status_code == 503
             assert health.json()["broker"]["connected"] is False
