@@ -81,9 +81,6 @@ class AlwaysBehind:
         task_status.started()
         await trio.sleep_forever()
 
-    async def aclose(self) -> None:
-        pass
-
 
 async def test_a_node_that_keeps_losing_commit_races_gives_up_with_503(
     autojump_clock: trio.testing.MockClock,

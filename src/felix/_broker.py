@@ -122,6 +122,3 @@ class Broker(Protocol):
         self, sink: FeedSink, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         """Tail the feed for ever, calling ``sink``; reconnects with backoff."""
-
-    async def aclose(self) -> None:
-        """Release connections. Idempotent."""

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import attrs
 import trio
@@ -48,6 +48,8 @@ from felix._subscription import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, Connectio
 from felix.settings import Settings
 
 __all__ = ["Hub", "Workflow", "open_hub"]
+
+T = TypeVar("T")
 
 WORKFLOW_ID: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -387,20 +389,13 @@ class Hub:
                 f"workflow {workflow_id} is {actor.state.status}; it takes no more events",
                 index=0,
             )
-        result: PublishResult | None = None
-
-        async def publish(actor: WorkflowActor) -> None:
-            nonlocal result
-            result = await actor.publish(batch)
-
-        await self._on_local(actor, publish)
-        assert result is not None
+        _actor, result = await self._on_local(actor, lambda actor: actor.publish(batch))
         return result
 
     async def _on_local(
-        self, actor: WorkflowActor, call: Callable[[WorkflowActor], Awaitable[None]]
-    ) -> WorkflowActor:
-        """Run ``call`` on the workflow's actor; returns the actor it ran on.
+        self, actor: WorkflowActor, call: Callable[[WorkflowActor], Awaitable[T]]
+    ) -> tuple[WorkflowActor, T]:
+        """Run ``call`` on the workflow's actor; returns the actor it ran on and its answer.
 
         With a broker, a copy may retire (nobody here watched it for
         ``broker_idle_seconds``) between being looked up and being called;
@@ -408,13 +403,11 @@ class Hub:
         """
         while True:
             try:
-                await call(actor)
+                return actor, await call(actor)
             except WorkflowNotFound:
                 if self.broker is None or not actor.retired:
                     raise
                 actor = await self._local(actor.workflow_id)
-            else:
-                return actor
 
     async def send_workflow_event(
         self, workflow_id: str, event_type: str, data: dict[str, Any] | None = None
@@ -548,7 +541,9 @@ class Hub:
             workflow_id, frozenset(types) if types is not None else None, remote
         )
         try:
-            actor = await self._on_local(actor, lambda actor: actor.subscribe(subscription, after))
+            actor, _ = await self._on_local(
+                actor, lambda actor: actor.subscribe(subscription, after)
+            )
             yield subscription
         finally:
             self._drop_subscription(subscription)

@@ -445,9 +445,6 @@ class RedisBroker:
         entries = await self._call(self._redis.xrevrange(FEED, count=1))
         return str(entries[0].identifier) if entries else "0-0"
 
-    async def aclose(self) -> None:
-        """Nothing to do: the clients close when :func:`open_redis_broker` ends."""
-
 
 def _unreachable(error: BaseException) -> bool:
     if isinstance(error, BaseExceptionGroup):

@@ -26,7 +26,13 @@ from pathlib import Path
 from typing import Any, Final
 
 from felix.bench._procs import BenchError, Children, Pinning
-from felix.bench._runner import ensure_node_modules, find_root, raise_nofile, say
+from felix.bench._runner import (
+    _sigterm_as_interrupt,
+    ensure_node_modules,
+    find_root,
+    raise_nofile,
+    say,
+)
 from felix.bench._scenarios import SCENARIOS, Context, RunResult, run_once
 from felix.bench._servers import CLUSTERS, ServerSetup, felix_command
 from felix.bench._stats import median, ratio
@@ -65,7 +71,10 @@ def run_cluster_bench(quick: bool, rounds: int, output: Path, pin: bool = True) 
     results: dict[str, list[RunResult]] = {}
     children = Children(pinning)
     try:
-        with tempfile.TemporaryDirectory(prefix="felix-bench-cluster-") as scratch:
+        with (
+            _sigterm_as_interrupt(),
+            tempfile.TemporaryDirectory(prefix="felix-bench-cluster-") as scratch,
+        ):
             ctx = Context(
                 children=children,
                 pinning=pinning,
