@@ -1,7 +1,9 @@
 """Where Felix's fixes to Hypercorn are put together and installed.
 
 Each fix lives in its own module (``fix_send_deadline``, ``fix_dead_peers``,
-``fix_permessage_deflate``) as a subclass of a Hypercorn class. Hypercorn
+``fix_permessage_deflate``), as does each cut in what Hypercorn does per
+connection or request (``lean_connection``, ``lean_http``), as a subclass of
+a Hypercorn class. Hypercorn
 builds those objects itself, deep inside its trio worker, so :func:`install`
 rebinds the names it looks them up by. The rebinding is process-wide, which is
 why each subclass behaves exactly like Hypercorn's own unless the config is a
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import hypercorn.protocol
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 import hypercorn.trio.run
@@ -28,12 +31,13 @@ from felix.web.fix_oversized_message import OversizeSafeWSStream
 from felix.web.fix_permessage_deflate import CompressionSettingWSStream
 from felix.web.fix_send_deadline import DeadlineTCPServer
 from felix.web.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
+from felix.web.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
 
 __all__ = ["FelixConfig", "FelixTCPServer", "FelixWSStream", "install", "installed"]
 
 
-class FelixTCPServer(DeadlineTCPServer, LeanReadTCPServer):
-    """Hypercorn's TCP connection handler with Felix's write deadline and lean reads."""
+class FelixTCPServer(QuickWriteTCPServer, DeadlineTCPServer, LeanReadTCPServer):
+    """Hypercorn's TCP connection handler with quick writes, a write deadline and lean reads."""
 
 
 class FelixWSStream(
@@ -59,6 +63,8 @@ class FelixConfig(Config):
     felix_send_deadline_cap: float = math.inf
     #: Give apps a lean inbox instead of a memory channel (see lean_connection).
     felix_lean_inbox: bool = True
+    #: One write per response, quick writes, a cheaper keep-alive timer (see lean_http).
+    felix_lean_http: bool = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -73,6 +79,7 @@ def install() -> None:
     setattr(hypercorn.protocol.h11, "WSStream", FelixWSStream)  # noqa: B010
     setattr(hypercorn.protocol.h2, "WSStream", FelixWSStream)  # noqa: B010
     setattr(hypercorn.trio.tcp_server, "TaskGroup", LeanTaskGroup)  # noqa: B010
+    setattr(hypercorn.protocol, "H11Protocol", OneWriteH11Protocol)  # noqa: B010
 
 
 def installed() -> bool:
@@ -82,4 +89,5 @@ def installed() -> bool:
         and getattr(hypercorn.protocol.h11, "WSStream", None) is FelixWSStream
         and getattr(hypercorn.protocol.h2, "WSStream", None) is FelixWSStream
         and getattr(hypercorn.trio.tcp_server, "TaskGroup", None) is LeanTaskGroup
+        and getattr(hypercorn.protocol, "H11Protocol", None) is OneWriteH11Protocol
     )
