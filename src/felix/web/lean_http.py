@@ -67,25 +67,26 @@ class QuickWriteTCPServer(TCPServer):
             or sock is None  # TLS: the bytes go through the SSL object
             or not _enabled(self.config)
             or self.send_lock.locked()
-            # A direct write's unwritten rest must go first: the deadline
-            # path (fix_send_deadline) sends it ahead of these bytes.
-            or getattr(self, "felix_take_leftover", None) is not None
         ):
             await super().protocol_send(event)
             return
         data = event.data
+        take_leftover: Callable[[], bytes] | None = getattr(self, "felix_take_leftover", None)
+        if take_leftover is not None and (leftover := take_leftover()):
+            # A direct write's unwritten rest goes first (see fix_send_deadline).
+            data = leftover + data
         try:
             sent: int = sock.send(data)
         except BlockingIOError:
             sent = 0
         except OSError:
             # Reset or closed: Hypercorn's path meets the same error and handles it.
-            await super().protocol_send(event)
+            await super().protocol_send(RawData(data=data))
             return
         if sent == len(data):
             await trio.lowlevel.cancel_shielded_checkpoint()
             return
-        # Part of the bytes are on the wire: the rest must follow, whatever
+        # Part of the bytes may be on the wire: the rest must follow, whatever
         # happens to the task that asked for the write.
         with trio.CancelScope(shield=True):
             await super().protocol_send(RawData(data=data[sent:]))
