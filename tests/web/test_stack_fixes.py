@@ -205,6 +205,7 @@ def stock_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_serving_installs_the_patches(server: Server) -> None:
     # If a Hypercorn upgrade renames what install() rebinds, this fails
     # rather than the fixes silently doing nothing.
+    import hypercorn.protocol
     import hypercorn.protocol.h11
     import hypercorn.trio.run
 
@@ -212,10 +213,12 @@ async def test_serving_installs_the_patches(server: Server) -> None:
     from felix.web.fix_dead_peers import DeadPeerWSStream
     from felix.web.fix_send_deadline import DeadlineTCPServer
     from felix.web.lean_connection import LeanReadTCPServer, LeanWSStream
+    from felix.web.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
 
     assert hypercorn_patches.installed()
     assert getattr(hypercorn.trio.run, "TCPServer") is hypercorn_patches.FelixTCPServer  # noqa: B009
     assert getattr(hypercorn.protocol.h11, "WSStream") is hypercorn_patches.FelixWSStream  # noqa: B009
+    assert getattr(hypercorn.protocol, "H11Protocol") is OneWriteH11Protocol  # noqa: B009
     # The methods overridden must still exist upstream, or the override is dead code.
     for cls, names in (
         (DeadlineTCPServer, ("protocol_send", "_close")),
@@ -223,6 +226,8 @@ async def test_serving_installs_the_patches(server: Server) -> None:
         (DeadPeerWSStream, ("handle", "_send_pings", "_send_wsproto_event")),
         (DirectReadWSStream, ("handle",)),
         (LeanWSStream, ("_accept",)),
+        (QuickWriteTCPServer, ("protocol_send",)),
+        (OneWriteH11Protocol, ("_send_h11_event",)),
     ):
         for name in names:
             assert hasattr(cls.__mro__[1], name), (cls, name)
