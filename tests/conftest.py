@@ -124,24 +124,38 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> Non
             await trio.sleep(0.005)
 
 
-def task_names() -> list[str]:
-    """The names of every task alive in this Trio run."""
-
-    def walk(task: trio.lowlevel.Task) -> list[str]:
-        names = [task.name]
+def _all_tasks() -> list[trio.lowlevel.Task]:
+    def walk(task: trio.lowlevel.Task) -> list[trio.lowlevel.Task]:
+        tasks = [task]
         for nursery in task.child_nurseries:
             for child in nursery.child_tasks:
-                names += walk(child)
-        return names
+                tasks += walk(child)
+        return tasks
 
     root = trio.lowlevel.current_root_task()
     assert root is not None
     return walk(root)
 
 
+def task_names() -> list[str]:
+    """The names of every task alive in this Trio run."""
+    return [task.name for task in _all_tasks()]
+
+
+def _serves_a_websocket(task: trio.lowlevel.Task) -> bool:
+    if "felix.web.ws" in task.name or "WSStream" in task.name:
+        return True
+    # Each connection's app runs in Hypercorn's _handle, which holds the ASGI scope.
+    frame = getattr(task.coro, "cr_frame", None)
+    if task.name != "hypercorn.trio.task_group._handle" or frame is None:
+        return False
+    scope = frame.f_locals.get("scope")
+    return isinstance(scope, dict) and scope.get("type") == "websocket"
+
+
 def websocket_tasks() -> list[str]:
     """Server-side tasks that belong to a WebSocket connection."""
-    return [name for name in task_names() if "felix.web.ws" in name or "WSStream" in name]
+    return [task.name for task in _all_tasks() if _serves_a_websocket(task)]
 
 
 async def raw_websocket(
