@@ -104,3 +104,15 @@ async def test_full_inbox_times_out_with_503(autojump_clock: trio.testing.MockCl
         assert info.value.http_status == 503
         assert info.value.retry_after >= 1
         nursery.cancel_scope.cancel()
+
+
+async def test_a_publisher_cancelled_before_it_publishes_publishes_nothing() -> None:
+    async with felix.open_hub() as hub:
+        wf = await hub.create_workflow()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await hub.send_workflow_event(wf.workflow_id, "synthesis", {"content": "never"})
+        assert scope.cancelled_caught
+        # Let the actor take whatever might have been queued.
+        await trio.testing.wait_all_tasks_blocked()
+        assert hub.events(wf.workflow_id) == []
