@@ -202,10 +202,14 @@ class WorkflowActor:
             self._expires_at = self._expiry()
             while True:
                 command: _Command | None = None
-                # Only the wait is bounded: a command under way (a commit to
-                # Redis) is never cut off half-done by the expiry.
-                with trio.move_on_at(self._expires_at):
+                if self._expires_at == math.inf:
+                    # A live workflow never expires: no scope to make per command.
                     command = await self._receive.receive()
+                else:
+                    # Only the wait is bounded: a command under way (a commit to
+                    # Redis) is never cut off half-done by the expiry.
+                    with trio.move_on_at(self._expires_at):
+                        command = await self._receive.receive()
                 if command is None:
                     # A copy of a workflow the broker still holds can be loaded
                     # again; the hub retries on a fresh one (see Hub._on_local).
