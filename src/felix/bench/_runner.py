@@ -140,6 +140,43 @@ def _sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+@contextlib.contextmanager
+def open_context(
+    *,
+    root: Path,
+    pinning: Pinning,
+    setup: ServerSetup,
+    node: str,
+    logs: Path,
+    deflate: bool,
+    scratch_prefix: str,
+) -> Iterator[Context]:
+    """What a bench's runs share, with every child process stopped on the way out.
+
+    Signals unwind like Ctrl-C while it is open, so an interrupted or
+    terminated bench still stops its servers and generators.
+    """
+    children = Children(pinning)
+    try:
+        with (
+            _sigterm_as_interrupt(),
+            tempfile.TemporaryDirectory(prefix=scratch_prefix) as scratch,
+        ):
+            yield Context(
+                children=children,
+                pinning=pinning,
+                setup=setup,
+                node=node,
+                loadgen=root / "bench" / "node" / "loadgen.js",
+                logs=logs,
+                scratch=Path(scratch),
+                deflate=deflate,
+                say=say,
+            )
+    finally:
+        children.close_all()
+
+
 def _progress(run: RunResult, scenario: Scenario) -> str:
     shown = []
     for metric in (*scenario.metrics[:3], *COMMON_METRICS):
@@ -218,46 +255,36 @@ def run_bench(options: Options) -> int:
     say(f"  felix settings: {'; '.join(meta['felix_settings'])}; everything else default")
     say(f"  seed-style server: {seed_dir} (its own venv, run.sh)")
     say(
-        f"  load generator: node {node_version} (ws), separate processes; clients "
-        f"{'offer' if options.deflate else 'do not offer'} permessage-deflate"
+        f"  load generator: node {node_version}, separate processes; clients "
+        + ("offer permessage-deflate (ws)" if options.deflate else "lean, no permessage-deflate")
     )
     say(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
     results: dict[str, list[RunResult]] = {scenario.name: [] for scenario in scenarios}
-    children = Children(pinning)
-    try:
-        with (
-            _sigterm_as_interrupt(),
-            tempfile.TemporaryDirectory(prefix="felix-bench-") as scratch,
-        ):
-            ctx = Context(
-                children=children,
-                pinning=pinning,
-                setup=setup,
-                node=node,
-                loadgen=root / "bench" / "node" / "loadgen.js",
-                logs=logs,
-                scratch=Path(scratch),
-                deflate=options.deflate,
-                say=say,
-            )
-            for scenario in scenarios:
-                plan = scenario.plan(options.quick)
-                say(f"\n{scenario.title}: {plan.describe()}")
-                for round_number in range(1, rounds + 1):
-                    order: Sequence[str] = SERVERS if round_number % 2 else SERVERS[::-1]
-                    for server in order:
-                        run = run_once(ctx, scenario, plan, server, round_number)
-                        results[scenario.name].append(run)
-                        say(_progress(run, scenario))
-                        if run.error:
-                            say("    " + run.error.replace("\n", "\n    "))
-                        elif not run.check.ok:
-                            say(f"    {run.check.describe()}")
-                            for message in run.check.errors[:6]:
-                                say(f"      {message}")
-    finally:
-        children.close_all()
+    with open_context(
+        root=root,
+        pinning=pinning,
+        setup=setup,
+        node=node,
+        logs=logs,
+        deflate=options.deflate,
+        scratch_prefix="felix-bench-",
+    ) as ctx:
+        for scenario in scenarios:
+            plan = scenario.plan(options.quick)
+            say(f"\n{scenario.title}: {plan.describe()}")
+            for round_number in range(1, rounds + 1):
+                order: Sequence[str] = SERVERS if round_number % 2 else SERVERS[::-1]
+                for server in order:
+                    run = run_once(ctx, scenario, plan, server, round_number)
+                    results[scenario.name].append(run)
+                    say(_progress(run, scenario))
+                    if run.error:
+                        say("    " + run.error.replace("\n", "\n    "))
+                    elif not run.check.ok:
+                        say(f"    {run.check.describe()}")
+                        for message in run.check.errors[:6]:
+                            say(f"      {message}")
 
     summaries = [
         summarize(scenario, scenario.plan(options.quick).describe(), results[scenario.name])

@@ -19,21 +19,20 @@ import datetime
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from felix.bench._procs import BenchError, Children, Pinning
+from felix.bench._procs import BenchError, Pinning
 from felix.bench._runner import (
-    _sigterm_as_interrupt,
     ensure_node_modules,
     find_root,
+    open_context,
     raise_nofile,
     say,
 )
-from felix.bench._scenarios import SCENARIOS, Context, RunResult, run_once
+from felix.bench._scenarios import SCENARIOS, RunResult, run_once
 from felix.bench._servers import CLUSTERS, ServerSetup, felix_command
 from felix.bench._stats import median, ratio
 
@@ -69,35 +68,25 @@ def run_cluster_bench(quick: bool, rounds: int, output: Path, pin: bool = True) 
     say(f"felix bench --cluster ({'quick' if quick else 'full'}, {rounds} round(s))")
     say(f"  variants: {', '.join(variants)}; pinning: {pinning.describe()}")
     results: dict[str, list[RunResult]] = {}
-    children = Children(pinning)
-    try:
-        with (
-            _sigterm_as_interrupt(),
-            tempfile.TemporaryDirectory(prefix="felix-bench-cluster-") as scratch,
-        ):
-            ctx = Context(
-                children=children,
-                pinning=pinning,
-                setup=setup,
-                node=node,
-                loadgen=root / "bench" / "node" / "loadgen.js",
-                logs=logs,
-                scratch=Path(scratch),
-                deflate=False,
-                say=say,
-            )
-            for name in CLUSTER_SCENARIOS:
-                scenario = SCENARIOS[name]
-                plan = scenario.plan(quick)
-                say(f"\n{scenario.title}: {plan.describe()}")
-                for round_number in range(1, rounds + 1):
-                    shift = (round_number - 1) % len(variants)
-                    for variant in variants[shift:] + variants[:shift]:
-                        run = run_once(ctx, scenario, plan, variant, round_number)
-                        results.setdefault(f"{name}/{variant}", []).append(run)
-                        say(f"  {variant:<15} round {round_number}: {_brief(run)}")
-    finally:
-        children.close_all()
+    with open_context(
+        root=root,
+        pinning=pinning,
+        setup=setup,
+        node=node,
+        logs=logs,
+        deflate=False,
+        scratch_prefix="felix-bench-cluster-",
+    ) as ctx:
+        for name in CLUSTER_SCENARIOS:
+            scenario = SCENARIOS[name]
+            plan = scenario.plan(quick)
+            say(f"\n{scenario.title}: {plan.describe()}")
+            for round_number in range(1, rounds + 1):
+                shift = (round_number - 1) % len(variants)
+                for variant in variants[shift:] + variants[:shift]:
+                    run = run_once(ctx, scenario, plan, variant, round_number)
+                    results.setdefault(f"{name}/{variant}", []).append(run)
+                    say(f"  {variant:<15} round {round_number}: {_brief(run)}")
     return _report(
         results,
         variants=variants,
