@@ -212,13 +212,47 @@ function signedOut() {
 
 // --- the list of workflows -----------------------------------------------------------
 
-class ListView {
+// What both views share: one WebSocket at a time, opened again with backoff
+// after a drop, until the view is left (stop) or has nothing more to follow.
+class LiveView {
   constructor() {
-    this.rows = new Map(); // workflow_id -> {workflow, agents: Set, tr}
     this.backoff = new Backoff();
     this.ws = null;
     this.timer = null;
     this.stopped = false;
+  }
+
+  stop() {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    this.ws?.close(1000);
+  }
+
+  // Whether a dropped stream should be opened again (not once it has ended for good).
+  resumable() {
+    return true;
+  }
+
+  // The page became visible or the network came back: reconnect now, not at the timer.
+  wake() {
+    if (this.ws === null && !this.stopped && this.resumable()) {
+      clearTimeout(this.timer);
+      this.connect();
+    }
+  }
+
+  reconnectLater() {
+    if (this.stopped) return;
+    const delay = this.backoff.next();
+    setConnection("reconnecting", `reconnecting in ${Math.ceil(delay / 1000)} s`);
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+}
+
+class ListView extends LiveView {
+  constructor() {
+    super();
+    this.rows = new Map(); // workflow_id -> {workflow, agents: Set, tr}
     this.loading = false;
     this.queued = [];
     this.fetching = new Set();
@@ -231,19 +265,6 @@ class ListView {
     $("list-empty").hidden = true;
     $("refresh").onclick = () => this.reload();
     this.connect();
-  }
-
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.ws?.close(1000);
-  }
-
-  wake() {
-    if (this.ws === null && !this.stopped) {
-      clearTimeout(this.timer);
-      this.connect();
-    }
   }
 
   connect() {
@@ -288,10 +309,7 @@ class ListView {
     } catch {
       // the server is unreachable: keep trying
     }
-    if (this.stopped) return;
-    const delay = this.backoff.next();
-    setConnection("reconnecting", `reconnecting in ${Math.ceil(delay / 1000)} s`);
-    this.timer = setTimeout(() => this.connect(), delay);
+    this.reconnectLater();
   }
 
   async reload() {
@@ -398,8 +416,9 @@ class ListView {
 
 // --- one workflow ---------------------------------------------------------------------
 
-class WorkflowView {
+class WorkflowView extends LiveView {
   constructor(workflowId) {
+    super();
     this.id = workflowId;
     this.lastSeq = 0; // the last event shown: after= on every (re)connection
     this.snapshotSeq = 0; // last_seq of the REST snapshot the page started from
@@ -408,10 +427,6 @@ class WorkflowView {
     this.agents = new Map(); // agent_id -> {agent, li}
     this.synthesisSeq = -1;
     this.gap = false;
-    this.backoff = new Backoff();
-    this.ws = null;
-    this.timer = null;
-    this.stopped = false;
     this.finished = false;
     this.loaded = false;
   }
@@ -427,17 +442,8 @@ class WorkflowView {
     this.connect();
   }
 
-  stop() {
-    this.stopped = true;
-    clearTimeout(this.timer);
-    this.ws?.close(1000);
-  }
-
-  wake() {
-    if (this.ws === null && !this.stopped && !this.finished) {
-      clearTimeout(this.timer);
-      this.connect();
-    }
+  resumable() {
+    return !this.finished;
   }
 
   failed(error) {
@@ -451,7 +457,7 @@ class WorkflowView {
       );
       return;
     }
-    this.retry();
+    this.reconnectLater();
   }
 
   snapshot(workflow) {
@@ -508,15 +514,8 @@ class WorkflowView {
         setConnection("finished", `finished: ${event.reason || this.status}`);
         return;
       }
-      this.retry();
+      this.reconnectLater();
     };
-  }
-
-  retry() {
-    if (this.stopped) return;
-    const delay = this.backoff.next();
-    setConnection("reconnecting", `reconnecting in ${Math.ceil(delay / 1000)} s`);
-    this.timer = setTimeout(() => this.connect(), delay);
   }
 
   frame(frame) {
