@@ -49,9 +49,10 @@ class Server:
         return open_websocket_url(self.ws_url(workflow_id, query), **kwargs)
 
 
-async def _run_hub(
+async def run_hub(
     settings: felix.Settings, *, task_status: trio.TaskStatus[felix.Hub] = trio.TASK_STATUS_IGNORED
 ) -> None:
+    """Run a hub until cancelled; ``nursery.start`` returns it once it is open."""
     async with felix.open_hub(settings) as hub:
         task_status.started(hub)
         await trio.sleep_forever()
@@ -66,7 +67,7 @@ async def start_server(nursery: trio.Nursery) -> StartServer:
 
     async def start(**overrides: Any) -> Server:
         settings = felix.Settings(host="127.0.0.1", port=0, **overrides)
-        hub: felix.Hub = await nursery.start(_run_hub, settings)
+        hub: felix.Hub = await nursery.start(run_hub, settings)
         binds: list[str] = await nursery.start(serve, hub, settings)
         http = binds[0]
         return Server(hub=hub, settings=settings, http=http, ws=http.replace("http://", "ws://"))

@@ -46,7 +46,7 @@ from trio_websocket import open_websocket_url
 
 import felix
 from felix.web import serve
-from tests.conftest import wait_until, websocket_tasks
+from tests.conftest import run_hub, wait_until, websocket_tasks
 
 #: Examples per test; each example is one server and a list of hostile inputs.
 EXAMPLES = int(os.environ.get("FELIX_FUZZ_EXAMPLES", "40"))
@@ -90,14 +90,6 @@ class Witness:
     published: int = 0
 
 
-async def _run_hub(
-    settings: felix.Settings, *, task_status: trio.TaskStatus[felix.Hub] = trio.TASK_STATUS_IGNORED
-) -> None:
-    async with felix.open_hub(settings) as hub:
-        task_status.started(hub)
-        await trio.sleep_forever()
-
-
 @asynccontextmanager
 async def fuzzed_server() -> AsyncIterator[tuple[Running, Witness]]:
     """A keyed server with a target workflow and a witness reading its own stream.
@@ -119,7 +111,7 @@ async def fuzzed_server() -> AsyncIterator[tuple[Running, Witness]]:
         ping_timeout=PING_TIMEOUT,
     )
     async with trio.open_nursery() as nursery:
-        hub: felix.Hub = await nursery.start(_run_hub, settings)
+        hub: felix.Hub = await nursery.start(run_hub, settings)
         binds: list[str] = await nursery.start(serve, hub, settings)
         http = binds[0]
         host, port = http.rsplit("//", 1)[1].rsplit(":", 1)
