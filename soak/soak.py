@@ -27,7 +27,7 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
-from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
+from felix._patches import trio_websocket_leaks, trio_websocket_pong
 
 MIB = 1024 * 1024
 #: FELIX_SUBSCRIBER_BUFFER_BYTES as the soak configures it (the default).
@@ -270,8 +270,8 @@ async def progress(http: httpx.AsyncClient, totals: Totals, good: list[GoodClien
 
 
 async def main(duration: float, clients: int, workflows: int) -> int:
-    fix_trio_websocket_leaks.install()
-    fix_trio_websocket_pong.install()
+    trio_websocket_leaks.install()
+    trio_websocket_pong.install()
     totals = Totals()
     env = {
         "FELIX_SEND_TIMEOUT": "2",

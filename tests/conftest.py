@@ -12,14 +12,14 @@ import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 import felix
-from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
+from felix._patches import trio_websocket_leaks, trio_websocket_pong
 from felix.web import serve
 
 # Refused handshakes and server-side closes would otherwise leak a client
 # socket into a ResourceWarning,
 # which filterwarnings=error turns into a failure far from its cause.
-fix_trio_websocket_leaks.install()
-fix_trio_websocket_pong.install()
+trio_websocket_leaks.install()
+trio_websocket_pong.install()
 
 pytest_plugins: list[str] = []
 

@@ -12,10 +12,10 @@ import pytest
 import trio
 
 import felix
-from felix._actor import InboxFull
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
 from felix._core.workflow import WorkflowState
+from felix._runtime.actor import InboxFull
 
 _STORED = (
     "workflow_id",

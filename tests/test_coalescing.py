@@ -16,8 +16,8 @@ import attrs
 import trio
 
 import felix
-import felix._actor
-from felix._subscription import Subscription
+import felix._runtime.actor
+from felix._runtime.subscription import Subscription
 
 
 @attrs.define
@@ -90,7 +90,7 @@ async def test_queued_publishes_reach_a_subscriber_in_one_write() -> None:
 
 
 async def test_a_fan_out_carries_at_most_the_coalescing_bound() -> None:
-    count = 3 * felix._actor.COALESCE_FRAMES
+    count = 3 * felix._runtime.actor.COALESCE_FRAMES
     async with felix.open_hub() as hub:
         wf = await hub.create_workflow()
         async with hub.subscribe(wf.workflow_id) as stream:
@@ -98,7 +98,7 @@ async def test_a_fan_out_carries_at_most_the_coalescing_bound() -> None:
             await publish_together(hub, wf.workflow_id, count)
             sizes = [len(frames_of(write)) for write in writer.writes]
             assert sum(sizes) == count
-            assert max(sizes) == felix._actor.COALESCE_FRAMES
+            assert max(sizes) == felix._runtime.actor.COALESCE_FRAMES
             seen = [frame["seq"] for write in writer.writes for frame in frames_of(write)]
             assert seen == list(range(1, count + 1))
 

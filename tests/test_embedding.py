@@ -9,7 +9,7 @@ import trio
 import trio.testing
 
 import felix
-import felix._actor
+import felix._runtime.actor
 
 
 async def test_the_contract_example_runs_without_a_server() -> None:
@@ -37,7 +37,7 @@ async def test_the_contract_example_runs_without_a_server() -> None:
             "workflow_status",
         ]
         assert (stream.close_code, stream.close_reason) == (1000, "workflow cancelled")
-        assert hub.get(wf.workflow_id).status == "cancelled"
+        assert (await hub.get_workflow(wf.workflow_id)).status == "cancelled"
         assert hub.connections() == []
 
 
@@ -51,7 +51,7 @@ async def test_connections_metadata() -> None:
             assert info.messages_sent == 0
             await stream.receive_batch()
             assert hub.connections()[0].messages_sent == 1
-            assert hub.get(wf.workflow_id).subscribers == 1
+            assert (await hub.get_workflow(wf.workflow_id)).subscribers == 1
         assert hub.connections() == []
 
 
@@ -63,15 +63,15 @@ async def test_finished_workflows_are_forgotten_after_retention(
         running = await hub.create_workflow()
         await hub.send_workflow_event(wf.workflow_id, "completed")
         await trio.sleep(59)
-        assert hub.get(wf.workflow_id).status == "completed"
+        assert (await hub.get_workflow(wf.workflow_id)).status == "completed"
         await trio.sleep(2)
         with pytest.raises(felix.WorkflowNotFound):
-            hub.get(wf.workflow_id)
+            await hub.get_workflow(wf.workflow_id)
         with pytest.raises(felix.WorkflowNotFound):
             await hub.send_workflow_event(wf.workflow_id, "completed")
         # Unfinished workflows have no retention clock.
-        assert hub.get(running.workflow_id).status == "pending"
-        assert [w.workflow_id for w in hub.list()[0]] == [running.workflow_id]
+        assert (await hub.get_workflow(running.workflow_id)).status == "pending"
+        assert [w.workflow_id for w in (await hub.list_workflows())[0]] == [running.workflow_id]
 
 
 async def test_max_workflows() -> None:
@@ -84,7 +84,7 @@ async def test_max_workflows() -> None:
 
 async def test_full_inbox_times_out_with_503(autojump_clock: trio.testing.MockClock) -> None:
     # An actor that is never started stands for one too busy to keep up.
-    actor = felix._actor.WorkflowActor(
+    actor = felix._runtime.actor.WorkflowActor(
         state=felix.WorkflowState(workflow_id="busy", created_at="2026-11-26T00:00:00.000000Z"),
         retention_seconds=60,
         publish_timeout=2,
@@ -115,4 +115,4 @@ async def test_a_publisher_cancelled_before_it_publishes_publishes_nothing() -> 
         assert scope.cancelled_caught
         # Let the actor take whatever might have been queued.
         await trio.testing.wait_all_tasks_blocked()
-        assert hub.events(wf.workflow_id) == []
+        assert await hub.get_events(wf.workflow_id) == []

@@ -100,7 +100,7 @@ async def run(operations: list[tuple[Any, ...]]) -> None:
                         hub.subscribe(wf.workflow_id, after=after)
                     )
                     if after is None:
-                        client.last_seq = hub.get(wf.workflow_id).last_seq
+                        client.last_seq = (await hub.get_workflow(wf.workflow_id)).last_seq
             elif kind == "read" and clients[op[1]].stream is not None:
                 await read_available(clients[op[1]], op[2])
             elif kind == "disconnect":

@@ -12,8 +12,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed
 
-from felix._hub import Hub
 from felix._logging import CONNECTION_ID, REQUEST_ID, JsonFormatter
+from felix._runtime.hub import Hub
 from felix.settings import Settings, SettingsError
 from tests.conftest import StartServer, create_workflow, receive_json
 

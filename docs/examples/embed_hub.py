@@ -61,7 +61,7 @@ async def main() -> None:
 
         # The terminal event ended the watcher's stream; the state stays
         # readable until the retention period runs out.
-        final = hub.get(workflow_id)
+        final = await hub.get_workflow(workflow_id)
         print(f"final status {final.status}, last_seq {final.last_seq}, result {final.result}")
 
         try:

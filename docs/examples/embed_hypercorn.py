@@ -10,12 +10,12 @@ import trio
 
 import felix
 import felix.web
-import felix.web.hypercorn_patches
+import felix.web.hypercorn
 
 
 async def main() -> None:
     # Felix's fixes to Hypercorn: write deadlines, dead peers, direct writes.
-    felix.web.hypercorn_patches.install()
+    felix.web.hypercorn.install()
     settings = felix.Settings(port=0)
     async with felix.open_hub(settings) as hub, trio.open_nursery() as nursery:
         app = felix.web.create_app(hub, settings)

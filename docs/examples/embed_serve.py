@@ -11,12 +11,12 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 
 import felix
 import felix.web
-from felix import fix_trio_websocket_leaks
+from felix._patches import trio_websocket_leaks
 
 # trio-websocket 0.12.2 clients otherwise keep their socket open, until
 # garbage collection, after a refused handshake or a close sent by the
 # server, such as the 1001 below; see the stack-fixes reference page.
-fix_trio_websocket_leaks.install()
+trio_websocket_leaks.install()
 
 
 async def main() -> None:

@@ -11,7 +11,6 @@ or serve it over HTTP and WebSocket with :func:`felix.web.serve`.
 
 from __future__ import annotations
 
-from felix._actor import InboxFull, PublishResult
 from felix._core.events import (
     STATUSES,
     TERMINAL_STATUSES,
@@ -35,8 +34,9 @@ from felix._errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
-from felix._hub import Hub, Workflow, open_hub
-from felix._subscription import ConnectionInfo, Subscription
+from felix._runtime.actor import InboxFull, PublishResult
+from felix._runtime.hub import Hub, Workflow, open_hub
+from felix._runtime.subscription import ConnectionInfo, Subscription
 from felix.settings import Settings, SettingsError
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ import trio
 
 from felix import bench
 from felix._errors import BrokerUnavailable
-from felix._hub import open_hub
 from felix._logging import configure_logging
+from felix._runtime.hub import open_hub
 from felix.cli_tools import add_commands
 from felix.demo import run_demo
 from felix.settings import Settings, SettingsError

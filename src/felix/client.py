@@ -47,7 +47,7 @@ from trio_websocket import (
     open_websocket_url,
 )
 
-from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
+from felix._patches import trio_websocket_leaks, trio_websocket_pong
 
 __all__ = [
     "DEFAULT_BACKOFF",
@@ -733,8 +733,8 @@ async def open_workflow_stream(
     if after is not None and after < 0:
         raise ValueError(f"after must be a non-negative seq, got {after}")
     type_list: Sequence[str] | None = list(types) if types is not None else None
-    fix_trio_websocket_leaks.install()
-    fix_trio_websocket_pong.install()
+    trio_websocket_leaks.install()
+    trio_websocket_pong.install()
     send, receive = trio.open_memory_channel[StreamItem](0)
     stream = WorkflowStream(
         workflow_id=workflow_id,

@@ -15,8 +15,8 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
-from felix._hub import open_hub
+from felix._patches import trio_websocket_leaks, trio_websocket_pong
+from felix._runtime.hub import open_hub
 from felix.settings import Settings
 from felix.web import serve
 
@@ -99,8 +99,8 @@ def describe(event: dict[str, Any]) -> str:
 
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
     """Run the demo; returns the process exit status (0 on success)."""
-    fix_trio_websocket_leaks.install()
-    fix_trio_websocket_pong.install()
+    trio_websocket_leaks.install()
+    trio_websocket_pong.install()
     async with open_hub(settings) as hub, trio.open_nursery() as nursery:
         binds = await nursery.start(serve, hub, settings)
         base = binds[0]

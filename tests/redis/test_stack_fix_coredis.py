@@ -1,4 +1,4 @@
-"""felix.fix_coredis_stream_leak: a refused Redis connection leaks no streams.
+"""felix._patches.coredis_stream_leak: a refused Redis connection leaks no streams.
 
 Needs no redis-server: the point is a port nobody listens on.
 """
@@ -14,7 +14,7 @@ import pytest
 import trio
 from coredis.connection._base import BaseConnection
 
-from felix import fix_coredis_stream_leak
+from felix._patches import coredis_stream_leak
 
 
 def _closed_port() -> int:
@@ -41,7 +41,7 @@ def _resource_warnings_of_a_refused_connection() -> list[str]:
 def test_without_the_fix_a_refused_connection_leaks_streams(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    fix_coredis_stream_leak.install()
+    coredis_stream_leak.install()
     unpatched = BaseConnection.run.__wrapped__  # type: ignore[attr-defined]
     monkeypatch.setattr(BaseConnection, "run", unpatched)
     leaks = _resource_warnings_of_a_refused_connection()
@@ -50,5 +50,5 @@ def test_without_the_fix_a_refused_connection_leaks_streams(
 
 
 def test_with_the_fix_nothing_leaks() -> None:
-    fix_coredis_stream_leak.install()
+    coredis_stream_leak.install()
     assert _resource_warnings_of_a_refused_connection() == []

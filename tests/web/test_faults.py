@@ -153,7 +153,7 @@ async def test_full_inbox_is_503_with_retry_after(
     server: Server, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import felix
-    from felix._actor import WorkflowActor
+    from felix._runtime.actor import WorkflowActor
 
     async def busy(self: WorkflowActor, batch: Any) -> Any:
         raise felix.InboxFull("workflow x is busy: its inbox stayed full for 5 s; retry later")

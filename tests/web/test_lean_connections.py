@@ -16,12 +16,12 @@ import trio.testing
 from hypercorn.events import RawData
 
 from felix._core.events import make_frame
-from felix._subscription import Subscription
-from felix.web.fix_send_deadline import DeadlineTCPServer
-from felix.web.lean_connection import AppInbox
+from felix._runtime.subscription import Subscription
+from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
+from felix.web.hypercorn.lean_connection import AppInbox
 from tests.conftest import StartServer, create_workflow, raw_websocket, task_names, wait_until
 
-PINGER = "felix.web.fix_dead_peers.Pinger._run"
+PINGER = "felix.web.hypercorn.fix_dead_peers.Pinger._run"
 
 
 async def test_an_idle_websocket_costs_two_tasks(start_server: StartServer) -> None:

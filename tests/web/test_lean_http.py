@@ -1,4 +1,4 @@
-"""What Hypercorn does per request, cut down (``felix.web.lean_http``), over real sockets."""
+"""What Hypercorn does per request, cut down (``felix.web.hypercorn.lean_http``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import trio
 from hypercorn.events import RawData
 
-from felix.web import hypercorn_patches
-from felix.web.lean_http import QuickIdleTimer
+import felix.web.hypercorn as hypercorn_patches
+from felix.web.hypercorn.lean_http import QuickIdleTimer
 from tests.conftest import StartServer
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"

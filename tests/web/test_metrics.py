@@ -10,7 +10,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionRejected
 
-from felix._counters import LatencyHistogram
+from felix._runtime.counters import LatencyHistogram
 from tests.conftest import StartServer, create_workflow, publish, raw_websocket, receive_json
 
 KEY = "metrics-test-key-0123456789"

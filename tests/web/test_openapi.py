@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from felix._hub import Hub
+from felix._runtime.hub import Hub
 from felix.web import create_app
 from felix.web.openapi import openapi_document
 from tests.conftest import Server, StartServer, create_workflow, publish

@@ -559,7 +559,7 @@ async def test_publish_rate_limit_per_address(start_server: StartServer) -> None
     transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
     async with server.client(transport=transport) as other:
         assert (await publish(other, workflow_id, event)).status_code == 202
-    assert server.hub.get(workflow_id).last_seq == 4
+    assert (await server.hub.get_workflow(workflow_id)).last_seq == 4
 
 
 async def test_publish_rate_limit_per_key(start_server: StartServer) -> None:
@@ -765,7 +765,7 @@ async def test_no_secret_reaches_any_log(
     ],
 )
 def test_access_log_query_redaction(query: bytes) -> None:
-    from felix.web.access_log import redact_query
+    from felix.web.hypercorn.access_log import redact_query
 
     redacted = redact_query(query)
     assert b"SECRET" not in redacted

@@ -19,9 +19,9 @@ from quart_trio import QuartTrio
 from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnection
 
 import felix
-from felix import fix_trio_websocket_leaks, fix_trio_websocket_pong
-from felix.web import hypercorn_patches
-from felix.web.fix_http_close import close_http_connections
+import felix.web.hypercorn as hypercorn_patches
+from felix._patches import trio_websocket_leaks, trio_websocket_pong
+from felix.web.hypercorn.fix_http_close import close_http_connections
 from tests.conftest import (
     Server,
     StartServer,
@@ -99,13 +99,13 @@ async def test_felix_closes_http_connections(start_server: StartServer) -> None:
 
 @pytest.fixture
 def unpatched_trio_websocket(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in fix_trio_websocket_leaks.PATCHED:
+    for name in trio_websocket_leaks.PATCHED:
         method = getattr(WebSocketConnection, name)
         monkeypatch.setattr(WebSocketConnection, name, method.__wrapped__)
-    assert not fix_trio_websocket_leaks.installed()
+    assert not trio_websocket_leaks.installed()
     yield
     monkeypatch.undo()
-    assert fix_trio_websocket_leaks.installed()
+    assert trio_websocket_leaks.installed()
 
 
 async def refuse_once(server: Server) -> None:
@@ -153,7 +153,7 @@ async def test_trio_websocket_leaks_without_the_fix(server: Server) -> None:
 
 
 async def test_trio_websocket_fixed(server: Server) -> None:
-    assert fix_trio_websocket_leaks.installed()
+    assert trio_websocket_leaks.installed()
     assert await leaked_sockets(server, await finished_workflow(server)) == 0
 
 
@@ -209,11 +209,11 @@ async def test_serving_installs_the_patches(server: Server) -> None:
     import hypercorn.protocol.h11
     import hypercorn.trio.run
 
-    from felix.web.direct_read import DirectReadWSStream
-    from felix.web.fix_dead_peers import DeadPeerWSStream
-    from felix.web.fix_send_deadline import DeadlineTCPServer
-    from felix.web.lean_connection import LeanReadTCPServer, LeanWSStream
-    from felix.web.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
+    from felix.web.hypercorn.direct_read import DirectReadWSStream
+    from felix.web.hypercorn.fix_dead_peers import DeadPeerWSStream
+    from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
+    from felix.web.hypercorn.lean_connection import LeanReadTCPServer, LeanWSStream
+    from felix.web.hypercorn.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
 
     assert hypercorn_patches.installed()
     assert getattr(hypercorn.trio.run, "TCPServer") is hypercorn_patches.FelixTCPServer  # noqa: B009
@@ -364,5 +364,5 @@ async def test_late_ping_cancels_the_callers_nursery_without_the_fix() -> None:
 
 
 async def test_late_ping_is_ignored_with_the_fix() -> None:
-    assert fix_trio_websocket_pong.installed()
+    assert trio_websocket_pong.installed()
     assert await leaves_cleanly()

@@ -13,15 +13,15 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from felix._errors import AuthenticationError, FelixError, RateLimited
-from felix._hub import Hub
+from felix._runtime.hub import Hub
 from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Receive, Scope, Send, send_error
-from felix.web.access_log import RedactingLogger
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.dashboard import dashboard, is_dashboard_path
-from felix.web.fix_http_close import close_http_connections
-from felix.web.fix_send_deadline import abort_stalled_writes
-from felix.web.hypercorn_patches import FelixConfig, install
+from felix.web.hypercorn import FelixConfig, install
+from felix.web.hypercorn.access_log import RedactingLogger
+from felix.web.hypercorn.fix_http_close import close_http_connections
+from felix.web.hypercorn.fix_send_deadline import abort_stalled_writes
 from felix.web.log_context import LogContext
 from felix.web.metrics import add_metrics_route
 from felix.web.openapi import OPEN_PATHS, add_openapi_routes
@@ -223,7 +223,7 @@ async def serve(
     When ``shutdown_trigger`` returns, new WebSockets are refused with 503,
     open ones drain and close with 1001 within ``settings.shutdown_grace``;
     connections whose client stopped reading are then reset, and Hypercorn
-    stops. Installs Felix's Hypercorn fixes (:mod:`felix.web.hypercorn_patches`).
+    stops. Installs Felix's Hypercorn fixes (:mod:`felix.web.hypercorn`).
     """
     settings = settings or hub.settings
     install()

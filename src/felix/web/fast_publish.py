@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from felix._core.events import decode_json
 from felix._errors import EventTooLarge, FelixError, InvalidEvent, WorkflowNotFound
-from felix._hub import WORKFLOW_ID, Hub
+from felix._runtime.hub import WORKFLOW_ID, Hub
 from felix.settings import Settings
 from felix.web._asgi import Receive, Scope, Send, send_error, send_json
 from felix.web.auth import check_api_key, key_from_headers

@@ -1,7 +1,7 @@
 """``GET /metrics``: the hub's figures in Prometheus's text format.
 
 Nothing here runs on the hot path. The hub, its actors and the connections
-keep plain integers (:class:`felix._counters.Counters`, each subscription's
+keep plain integers (:class:`felix._runtime.counters.Counters`, each subscription's
 ``messages_sent``), bumped at most once per publish, connection or refused
 handshake; :class:`HubCollector` turns them into metric families only when
 Prometheus scrapes. Each app gets its own :class:`~prometheus_client.CollectorRegistry`
@@ -51,7 +51,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from quart import Quart, Response
 
-from felix._hub import Hub
+from felix._runtime.hub import Hub
 
 __all__ = ["HubCollector", "add_metrics_route", "metrics_registry"]
 

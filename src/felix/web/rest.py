@@ -16,7 +16,7 @@ from quart import Blueprint, Response, current_app, jsonify, request
 
 from felix._core.events import decode_json
 from felix._errors import EventTooLarge, InvalidEvent, WorkflowNotFound
-from felix._hub import WORKFLOW_ID, Hub
+from felix._runtime.hub import WORKFLOW_ID, Hub
 from felix.settings import Settings
 from felix.web.tokens import TokenSigner, expires_at
 
@@ -151,7 +151,7 @@ async def mint_token(workflow_id: str) -> Response:
     the workflow (404), then the body (422).
     """
     workflow_id = _workflow_id(workflow_id)
-    _hub().get(workflow_id)
+    await _hub().get_workflow(workflow_id)  # on any node, not just the one that holds it
     ttl = _token_ttl(await _json_body(optional=True))
     signer: TokenSigner = current_app.config["FELIX_TOKENS"]
     token, expires = signer.mint(workflow_id, now=time.time(), ttl=ttl)

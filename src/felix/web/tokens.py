@@ -30,7 +30,7 @@ import attrs
 
 from felix._core.events import format_timestamp
 from felix._errors import AuthenticationError
-from felix._hub import WORKFLOW_ID
+from felix._runtime.hub import WORKFLOW_ID
 from felix.settings import Settings
 from felix.web.signing import derive, open_signed, sign
 

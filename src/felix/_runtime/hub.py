@@ -8,7 +8,6 @@ changes synchronously, so it needs no lock either.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import re
 import secrets
@@ -20,7 +19,6 @@ from typing import Any, Final, TypeVar
 import attrs
 import trio
 
-from felix._actor import PublishResult, WorkflowActor
 from felix._broker import Broker, Stored
 from felix._core.events import (
     STATUSES,
@@ -33,7 +31,6 @@ from felix._core.events import (
     validate_event,
 )
 from felix._core.workflow import WorkflowState
-from felix._counters import Counters
 from felix._errors import (
     CapacityError,
     EventTooLarge,
@@ -44,7 +41,14 @@ from felix._errors import (
     WorkflowExists,
     WorkflowNotFound,
 )
-from felix._subscription import CLOSE_GOING_AWAY, CLOSE_SLOW_CONSUMER, ConnectionInfo, Subscription
+from felix._runtime.actor import PublishResult, WorkflowActor
+from felix._runtime.counters import Counters
+from felix._runtime.subscription import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SLOW_CONSUMER,
+    ConnectionInfo,
+    Subscription,
+)
 from felix.settings import Settings
 
 __all__ = ["Hub", "Workflow", "open_hub"]
@@ -262,22 +266,14 @@ class Hub:
     def _snapshot(self, actor: WorkflowActor) -> Workflow:
         return Workflow(**actor.view())
 
-    def get(self, workflow_id: str) -> Workflow:
-        """The workflow's current state. Raises :class:`WorkflowNotFound`.
-
-        Synchronous, from this process's actors: with a broker, use
-        :meth:`get_workflow`, which asks the broker.
-        """
+    def _get_local(self, workflow_id: str) -> Workflow:
+        # This process's actor only; the public read is get_workflow().
         return self._snapshot(self._actor(workflow_id))
 
-    def list(
+    def _list_local(
         self, status: str | None = None, limit: int = 100, offset: int = 0
     ) -> tuple[list[Workflow], int]:
-        """Workflows in creation order, optionally of one status.
-
-        Returns one page and the total that matched. Synchronous, from this
-        process's actors: with a broker, use :meth:`list_workflows`.
-        """
+        # This process's actors only; the public read is list_workflows().
         _check_status(status)
         actors: Iterable[WorkflowActor] = self._actors.values()
         if status is not None:
@@ -287,22 +283,18 @@ class Hub:
         page = [self._snapshot(actor) for actor in actors[offset : offset + limit]]
         return page, len(actors)
 
-    def events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> builtins.list[Event]:
-        """Retained events with ``seq > after``, oldest first, at most ``limit``.
-
-        Synchronous, from this process's actors: with a broker, use
-        :meth:`get_events`.
-        """
+    def _events_local(self, workflow_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        # This process's actor only; the public read is get_events().
         return self._actor(workflow_id).state.events_after(after, limit)
 
     async def get_workflow(self, workflow_id: str) -> Workflow:
-        """The workflow's current state, from the broker if there is one.
+        """The workflow's current state, on any node: from the broker if there is one.
 
         Raises :class:`WorkflowNotFound`, and :class:`BrokerUnavailable` when
         the broker cannot be reached.
         """
         if self.broker is None:
-            return self.get(workflow_id)
+            return self._get_local(workflow_id)
         stored = await self.broker.view(workflow_id)
         if stored is None:
             raise WorkflowNotFound(f"workflow {workflow_id} not found")
@@ -310,10 +302,15 @@ class Hub:
 
     async def list_workflows(
         self, status: str | None = None, limit: int = 100, offset: int = 0
-    ) -> tuple[builtins.list[Workflow], int]:
-        """:meth:`list`, from the broker if there is one."""
+    ) -> tuple[list[Workflow], int]:
+        """Workflows in creation order, optionally of one status, on any node.
+
+        Returns one page and the total that matched, from the broker if there
+        is one. Raises :class:`InvalidEvent` for an unknown status and
+        :class:`BrokerUnavailable` when the broker cannot be reached.
+        """
         if self.broker is None:
-            return self.list(status, limit, offset)
+            return self._list_local(status, limit, offset)
         _check_status(status)
         states = [self._state_from(stored) for stored in await self.broker.list()]
         if status is not None:
@@ -324,12 +321,14 @@ class Hub:
         ]
         return page, len(states)
 
-    async def get_events(
-        self, workflow_id: str, after: int = 0, limit: int = 1000
-    ) -> builtins.list[Event]:
-        """:meth:`events`, from the broker if there is one."""
+    async def get_events(self, workflow_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        """Retained events with ``seq > after``, oldest first, at most ``limit``, on any node.
+
+        From the broker if there is one. Raises :class:`WorkflowNotFound` and
+        :class:`BrokerUnavailable`.
+        """
         if self.broker is None:
-            return self.events(workflow_id, after, limit)
+            return self._events_local(workflow_id, after, limit)
         events = await self.broker.events_after(workflow_id, after, limit)
         if events is None:
             raise WorkflowNotFound(f"workflow {workflow_id} not found")
@@ -358,13 +357,13 @@ class Hub:
             "accepting": self._accepting,
         }
 
-    def actor_statistics(self) -> builtins.list[dict[str, Any]]:
+    def actor_statistics(self) -> list[dict[str, Any]]:
         """Per-actor inbox and subscriber figures, for operators."""
         return [actor.statistics() for actor in self._actors.values()]
 
     # --- publishing ----------------------------------------------------------
 
-    async def publish(self, workflow_id: str, events: builtins.list[Any]) -> PublishResult:
+    async def publish(self, workflow_id: str, events: list[Any]) -> PublishResult:
         """Validate a batch whole, then apply it all or not at all.
 
         Raises :class:`InvalidEvent` (422) with the ``index`` of the first bad
@@ -376,7 +375,7 @@ class Hub:
             raise EventTooLarge(
                 f"batch has {len(events)} events; the limit is {self.settings.max_batch_events}"
             )
-        batch: builtins.list[tuple[str, dict[str, Any]]] = []
+        batch: list[tuple[str, dict[str, Any]]] = []
         for index, event in enumerate(events):
             try:
                 batch.append(validate_event(event))
@@ -441,7 +440,7 @@ class Hub:
 
     # --- the broker's feed (see felix._broker.FeedSink) ------------------------------
 
-    def feed_events(self, workflow_id: str, events: builtins.list[Event]) -> None:
+    def feed_events(self, workflow_id: str, events: list[Event]) -> None:
         """A batch some node committed: to this node's copy, and the system stream."""
         actor = self._actors.get(workflow_id)
         if actor is not None:
@@ -480,7 +479,7 @@ class Hub:
             error.details.pop("index", None)
             raise
 
-    def _to_system(self, frames: builtins.list[Frame]) -> None:
+    def _to_system(self, frames: list[Frame]) -> None:
         if not self._system:
             return
         dropped = [sub for sub in self._system if not sub.offer(frames)]
@@ -580,7 +579,7 @@ class Hub:
             self._system.discard(subscription)
             self._drop_subscription(subscription)
 
-    def connections(self) -> builtins.list[ConnectionInfo]:
+    def connections(self) -> list[ConnectionInfo]:
         """Every open connection with its metadata, oldest first."""
         return [subscription.info() for subscription in self._connections.values()]
 
@@ -636,7 +635,7 @@ async def open_hub(
     settings = settings or Settings()
     async with contextlib.AsyncExitStack() as stack:
         if broker is None and settings.broker != "memory":
-            from felix._redis_broker import open_redis_broker  # noqa: PLC0415 - optional
+            from felix._broker.redis import open_redis_broker  # noqa: PLC0415 - optional
 
             broker = await stack.enter_async_context(open_redis_broker(settings))
         async with trio.open_nursery() as nursery:

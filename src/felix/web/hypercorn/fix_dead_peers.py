@@ -22,7 +22,7 @@ the last one closes, so it never holds shutdown. Each ping and each drop runs
 as a short task in its connection's own task group: a connection whose writes
 are stalled (a peer that stopped reading) never holds up the round.
 
-Installed by :func:`felix.web.hypercorn_patches.install`;
+Installed by :func:`felix.web.hypercorn.install`;
 ``tests/web/test_stack_fixes.py`` shows a silent peer kept forever without it.
 """
 
@@ -35,7 +35,7 @@ from hypercorn.protocol.events import Body, Data, Event, StreamClosed
 from hypercorn.protocol.ws_stream import WSStream
 from wsproto.events import Ping
 
-from felix.web.fix_send_deadline import CURRENT_SERVER
+from felix.web.hypercorn.fix_send_deadline import CURRENT_SERVER
 
 __all__ = ["DeadPeerWSStream", "Pinger"]
 

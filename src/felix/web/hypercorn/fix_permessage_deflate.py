@@ -11,7 +11,7 @@ The fix makes it a setting, ``FELIX_WS_COMPRESSION`` (default off): when off,
 the offer is ignored and the connection runs uncompressed, which every
 client must accept (RFC 7692 makes the extension optional for the server).
 
-Installed by :func:`felix.web.hypercorn_patches.install`;
+Installed by :func:`felix.web.hypercorn.install`;
 ``tests/web/test_stack_fixes.py`` shows the extension negotiated without it.
 """
 

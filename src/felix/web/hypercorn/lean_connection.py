@@ -20,7 +20,7 @@ Hypercorn's own loop.
 The app's inbox. Hypercorn hands messages to each ASGI app through a trio
 memory channel: about 1.7 KB per connection (its state, a deque sized for 64
 items, two ordered dicts of waiting tasks, two channel ends), kept for the
-whole life of a WebSocket although, with :mod:`felix.web.direct_read`, it
+whole life of a WebSocket although, with :mod:`felix.web.hypercorn.direct_read`, it
 carries one message (``websocket.connect``). :class:`LeanTaskGroup` gives the
 app an :class:`AppInbox` instead: the same bounded queue with the same
 blocking and checkpoints, for one receiver, in a fraction of the memory.

@@ -31,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 from hypercorn.events import RawData
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 
-from felix.web.fix_send_deadline import CURRENT_SERVER, DeadlineTCPServer
+from felix.web.hypercorn.fix_send_deadline import CURRENT_SERVER, DeadlineTCPServer
 
 if TYPE_CHECKING:
-    from felix._subscription import Subscription
+    from felix._runtime.subscription import Subscription
 
 __all__ = ["DirectWriter"]
 

@@ -11,7 +11,7 @@ detector and a checkpoint per ``send``. Nearly every write Hypercorn makes
 (a response, a ``101``, a close frame) fits in the socket's buffer at once.
 :class:`QuickWriteTCPServer` tries one non-blocking ``send`` first, when no
 other write is under way, and takes Hypercorn's path (with Felix's deadline,
-see :mod:`felix.web.fix_send_deadline`) only for what the socket did not
+see :mod:`felix.web.hypercorn.fix_send_deadline`) only for what the socket did not
 take. One checkpoint follows, as before, so a task writing in a loop still
 lets the others run.
 
@@ -30,7 +30,7 @@ cancel scope made in advance, so stopping a timer whose task has not run yet
 still stops it.
 
 Each class behaves exactly like Hypercorn's own unless the config sets
-``felix_lean_http`` (:class:`felix.web.hypercorn_patches.FelixConfig` does).
+``felix_lean_http`` (:class:`felix.web.hypercorn.FelixConfig` does).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ and hear of other nodes' commits through its feed.
 
 :class:`Broker` is what the hub and the actors need of an implementation;
 :class:`FeedSink` is what the broker's feed calls back on the hub.
-:mod:`felix._redis_broker` is the implementation on Redis.
+:mod:`felix._broker.redis` is the implementation on Redis.
 """
 
 from __future__ import annotations

@@ -42,11 +42,11 @@ import coredis.exceptions
 import trio
 from coredis.tokens import PureToken
 
-from felix import fix_coredis_stream_leak
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
 from felix._core.workflow import WorkflowState
 from felix._errors import BrokerUnavailable, CapacityError, WorkflowExists, WorkflowNotFound
+from felix._patches import coredis_stream_leak
 from felix.settings import Settings
 
 __all__ = ["RedisBroker", "open_redis_broker"]
@@ -458,7 +458,7 @@ async def open_redis_broker(settings: Settings) -> AsyncIterator[RedisBroker]:
 
     Raises :class:`BrokerUnavailable` naming the address (never the password).
     """
-    fix_coredis_stream_leak.install()
+    coredis_stream_leak.install()
     where = _where(settings.broker)
     try:
         client: coredis.Redis[str] = coredis.Redis.from_url(

@@ -15,7 +15,7 @@ disconnect and every task of the connection ends. At shutdown,
 :func:`abort_stalled_writes` pulls every deadline in, so stalled clients
 cannot hold the process past its grace period.
 
-Installed by :func:`felix.web.hypercorn_patches.install`;
+Installed by :func:`felix.web.hypercorn.install`;
 ``tests/web/test_stack_fixes.py`` shows the pinned task without it.
 """
 
@@ -37,7 +37,7 @@ __all__ = ["CURRENT_SERVER", "DeadlineTCPServer", "abort_stalled_writes"]
 
 #: The connection handler serving the current task. Hypercorn starts the ASGI
 #: app's task from the handler's own task, so the app inherits it; the web
-#: layer uses it to write pre-built frames (see felix.web.direct_write).
+#: layer uses it to write pre-built frames (see felix.web.hypercorn.direct_write).
 CURRENT_SERVER: ContextVar[DeadlineTCPServer | None] = ContextVar(
     "felix_current_server", default=None
 )
@@ -47,7 +47,7 @@ class DeadlineTCPServer(TCPServer):
     """Hypercorn's TCP connection handler, with a deadline on every write.
 
     Behaves exactly like Hypercorn's own unless its config carries
-    ``felix_send_timeout`` (see :class:`felix.web.hypercorn_patches.FelixConfig`).
+    ``felix_send_timeout`` (see :class:`felix.web.hypercorn.FelixConfig`).
     """
 
     _felix_send_scope: trio.CancelScope | None = None

@@ -22,7 +22,7 @@ from typing import Any
 from hypercorn.protocol.events import Event, Request
 from hypercorn.protocol.ws_stream import WSStream
 
-from felix.web.fix_send_deadline import CURRENT_SERVER
+from felix.web.hypercorn.fix_send_deadline import CURRENT_SERVER
 
 __all__ = ["DirectReadWSStream", "MessageSink", "listen"]
 

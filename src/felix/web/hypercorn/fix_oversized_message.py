@@ -13,7 +13,7 @@ later message of that connection, which is closing with 1009 anyway; pings
 and the closing handshake are still handled. Found by ``tests/test_fuzz.py``;
 ``tests/test_fuzz.py::test_a_message_after_one_too_big_does_not_crash_the_server``
 shows it. Installed with the other Hypercorn fixes by
-:func:`felix.web.hypercorn_patches.install`.
+:func:`felix.web.hypercorn.install`.
 """
 
 from __future__ import annotations

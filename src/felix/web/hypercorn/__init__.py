@@ -25,13 +25,13 @@ import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 from hypercorn.config import Config
 
-from felix.web.direct_read import DirectReadWSStream
-from felix.web.fix_dead_peers import DeadPeerWSStream, Pinger
-from felix.web.fix_oversized_message import OversizeSafeWSStream
-from felix.web.fix_permessage_deflate import CompressionSettingWSStream
-from felix.web.fix_send_deadline import DeadlineTCPServer
-from felix.web.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
-from felix.web.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
+from felix.web.hypercorn.direct_read import DirectReadWSStream
+from felix.web.hypercorn.fix_dead_peers import DeadPeerWSStream, Pinger
+from felix.web.hypercorn.fix_oversized_message import OversizeSafeWSStream
+from felix.web.hypercorn.fix_permessage_deflate import CompressionSettingWSStream
+from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
+from felix.web.hypercorn.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
+from felix.web.hypercorn.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
 
 __all__ = ["FelixConfig", "FelixTCPServer", "FelixWSStream", "install", "installed"]
 

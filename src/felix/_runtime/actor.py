@@ -29,9 +29,9 @@ import trio
 from felix._broker import Broker, Stored
 from felix._core.events import Event, Frame, format_timestamp, make_frame
 from felix._core.workflow import WorkflowState
-from felix._counters import Counters
 from felix._errors import BrokerUnavailable, CapacityError, FelixError, WorkflowNotFound
-from felix._subscription import (
+from felix._runtime.counters import Counters
+from felix._runtime.subscription import (
     CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_SLOW_CONSUMER,
