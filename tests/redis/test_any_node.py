@@ -55,7 +55,7 @@ async def test_every_route_works_on_the_node_that_did_not_create_the_workflow(
         listed = await on_b.get("/api/v1/workflows")
         assert [w["workflow_id"] for w in listed.json()["workflows"]] == [workflow_id]
 
-        # The token minted on B opens the WebSocket on A, and the other way round works too.
+        # The token minted on B opens the WebSocket on A.
         ws_a = url_a.replace("http://", "ws://")
         async with open_websocket_url(
             f"{ws_a}/api/v1/ws/workflows/{workflow_id}?token={token}"
