@@ -25,10 +25,16 @@ def schemathesis(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("ruff>=0.17")
+    """ruff check, ruff format --check, and the architecture's import contracts.
+
+    The contracts (``[tool.importlinter]`` in pyproject.toml) are the rules of
+    docs/discussion/architecture.md: a sans-IO core, a runtime that knows no web
+    layer, Hypercorn's internals behind one adapter package, and so on.
+    """
+    session.install("ruff>=0.17", "import-linter>=2.1", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports", "--no-cache")
 
 
 @nox.session
