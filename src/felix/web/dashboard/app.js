@@ -12,6 +12,9 @@ const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const LIST_LIMIT = 200;
 /** Rows kept in the event log and the outputs list; older ones are dropped from the page. */
 const ROW_LIMIT = 2000;
+/** Event marks kept on the timeline; the oldest go first beyond this. */
+const MARK_LIMIT = 2000;
+const STATUSES = ["pending", "running", "completed", "failed", "cancelled"];
 /** Reconnection delays: exponential from BASE_DELAY to MAX_DELAY ms, with jitter. */
 const BASE_DELAY = 500;
 const MAX_DELAY = 15000;
@@ -89,12 +92,37 @@ function nextStatus(status, event) {
   return status === "pending" ? "running" : status;
 }
 
+/** Seconds since the epoch of an RFC 3339 UTC timestamp, to the microsecond; NaN if malformed. */
+function secondsOf(timestamp) {
+  const match =
+    typeof timestamp === "string" && /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?Z$/.exec(timestamp);
+  if (!match) return NaN;
+  // Date.parse keeps milliseconds only: the fraction is added apart.
+  return Date.parse(`${match[1]}Z`) / 1000 + (match[2] ? Number(`0${match[2]}`) : 0);
+}
+
+/** A duration for people: "350 ms", "12.4 s", "3 min 05 s", "2 h 03 min". */
+function durationText(seconds) {
+  if (!Number.isFinite(seconds) || seconds < 0) return "";
+  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
+  if (seconds < 59.95) return `${seconds.toFixed(1)} s`;
+  const whole = Math.round(seconds);
+  const pad = (n) => String(n).padStart(2, "0");
+  if (whole < 3600) return `${Math.floor(whole / 60)} min ${pad(whole % 60)} s`;
+  return `${Math.floor(whole / 3600)} h ${pad(Math.floor((whole % 3600) / 60))} min`;
+}
+
 function timeOf(timestamp) {
   return typeof timestamp === "string" ? timestamp.slice(11, 19) : "";
 }
 
 function dateTimeOf(timestamp) {
   return typeof timestamp === "string" ? timestamp.slice(0, 19).replace("T", " ") + " UTC" : "";
+}
+
+/** Date and time without the zone, for table cells whose header says UTC. */
+function shortDateTimeOf(timestamp) {
+  return typeof timestamp === "string" ? timestamp.slice(0, 19).replace("T", " ") : "";
 }
 
 function statusBadge(status) {
@@ -249,6 +277,26 @@ class LiveView {
   }
 }
 
+/** The workflows' creation time in seconds, for ordering (unknown ones sort last). */
+function createdOf(workflow) {
+  const seconds = secondsOf(workflow.created_at);
+  return Number.isNaN(seconds) ? -Infinity : seconds;
+}
+
+/** Whether a page of the list came newest first (asked with order=newest; older servers ignore it). */
+function newestFirst(page) {
+  if (page.order === "newest" || page.order === "oldest") return page.order === "newest";
+  const list = page.workflows;
+  return list.length < 2 || createdOf(list[0]) >= createdOf(list[list.length - 1]);
+}
+
+/** The list's search and status filter, kept in the hash's query (#/?q=…&status=…). */
+function listFilterFromHash() {
+  const query = new URLSearchParams(location.hash.split("?")[1] ?? "");
+  const status = query.get("status") ?? "";
+  return { q: (query.get("q") ?? "").trim(), status: STATUSES.includes(status) ? status : "" };
+}
+
 class ListView extends LiveView {
   constructor() {
     super();
@@ -256,6 +304,7 @@ class ListView extends LiveView {
     this.loading = false;
     this.queued = [];
     this.fetching = new Set();
+    this.filter = listFilterFromHash();
   }
 
   start() {
@@ -263,8 +312,38 @@ class ListView extends LiveView {
     $("workflows").tBodies[0].replaceChildren();
     $("list-summary").textContent = "Loading…";
     $("list-empty").hidden = true;
+    $("list-no-match").hidden = true;
     $("refresh").onclick = () => this.reload();
+    $("list-search").value = this.filter.q;
+    $("list-status").value = this.filter.status;
+    $("list-search").oninput = () => this.filterChanged();
+    $("list-status").onchange = () => this.filterChanged();
+    $("list-filters").onsubmit = (event) => event.preventDefault();
     this.connect();
+  }
+
+  filterChanged() {
+    this.filter = { q: $("list-search").value.trim(), status: $("list-status").value };
+    const query = new URLSearchParams();
+    if (this.filter.q) query.set("q", this.filter.q);
+    if (this.filter.status) query.set("status", this.filter.status);
+    const text = query.toString();
+    const hash = text ? `#/?${text}` : "#/";
+    // replaceState, not location.hash: no hashchange, so the view is not rebuilt.
+    if (location.hash !== hash) history.replaceState(null, "", hash);
+    for (const row of this.rows.values()) row.tr.hidden = !this.matches(row.workflow);
+    this.summarise();
+  }
+
+  matches(workflow) {
+    const { q, status } = this.filter;
+    if (status && workflow.status !== status) return false;
+    if (!q) return true;
+    const needle = q.toLowerCase();
+    return (
+      workflow.workflow_id.toLowerCase().includes(needle) ||
+      (typeof workflow.task === "string" && workflow.task.toLowerCase().includes(needle))
+    );
   }
 
   connect() {
@@ -315,15 +394,19 @@ class ListView extends LiveView {
   async reload() {
     this.loading = true;
     try {
-      let page = await api(`/api/v1/workflows?limit=${LIST_LIMIT}`);
-      if (page.total > LIST_LIMIT) {
-        page = await api(`/api/v1/workflows?limit=${LIST_LIMIT}&offset=${page.total - LIST_LIMIT}`);
+      // order=newest gives the newest page at once; a server without it
+      // answers oldest first, and the newest are then at the end.
+      const query = `/api/v1/workflows?order=newest&limit=${LIST_LIMIT}`;
+      let page = await api(query);
+      if (page.total > page.workflows.length && !newestFirst(page)) {
+        page = await api(`${query}&offset=${page.total - LIST_LIMIT}`);
       }
       if (this.stopped) return;
       this.rows.clear();
       $("workflows").tBodies[0].replaceChildren();
-      const newestFirst = [...page.workflows].reverse();
-      for (const workflow of newestFirst) this.upsert(workflow, { atEnd: true });
+      const workflows = newestFirst(page) ? [...page.workflows] : [...page.workflows].reverse();
+      workflows.sort((a, b) => createdOf(b) - createdOf(a)); // stable: ties keep their order
+      for (const workflow of workflows) this.upsert(workflow, { atEnd: true });
       this.total = page.total;
     } catch (error) {
       if (error.status === 401) return signedOut();
@@ -340,11 +423,17 @@ class ListView extends LiveView {
 
   summarise() {
     const shown = this.rows.size;
-    $("list-empty").hidden = shown > 0;
-    $("workflows").hidden = shown === 0;
+    let matching = 0;
+    for (const row of this.rows.values()) if (!row.tr.hidden) matching += 1;
+    const filtering = Boolean(this.filter.q || this.filter.status);
+    $("list-empty").hidden = shown > 0 || filtering;
+    $("list-no-match").hidden = !filtering || matching > 0;
+    $("workflows").hidden = matching === 0;
     const total = Math.max(this.total ?? 0, shown);
-    $("list-summary").textContent =
-      total > shown ? `The newest ${shown} of ${total} workflows.` : `${shown} workflow${shown === 1 ? "" : "s"}.`;
+    const plural = (n) => `${n} workflow${n === 1 ? "" : "s"}`;
+    let text = total > shown ? `The newest ${shown} of ${total} workflows.` : `${plural(shown)}.`;
+    if (filtering) text = `${matching} of ${plural(shown)} ${total > shown ? "shown " : ""}match.`;
+    $("list-summary").textContent = text;
   }
 
   upsert(workflow, { atEnd = false } = {}) {
@@ -354,8 +443,16 @@ class ListView extends LiveView {
       row = { workflow, agents: new Set(), tr };
       this.rows.set(workflow.workflow_id, row);
       const body = $("workflows").tBodies[0];
-      if (atEnd) body.append(tr);
-      else body.prepend(tr);
+      if (atEnd) {
+        body.append(tr);
+      } else {
+        // Newest first: before the first row created earlier than this one.
+        const created = createdOf(workflow);
+        const later = [...body.rows].find(
+          (other) => createdOf(this.rows.get(other.dataset.workflowId)?.workflow ?? {}) < created,
+        );
+        body.insertBefore(tr, later ?? null);
+      }
     }
     row.workflow = workflow;
     row.agents = new Set((workflow.agents ?? []).map((agent) => agent.agent_id));
@@ -369,13 +466,15 @@ class ListView extends LiveView {
       text: workflow.workflow_id,
     });
     tr.dataset.status = workflow.status;
+    tr.hidden = !this.matches(workflow);
     tr.replaceChildren(
       el("th", { scope: "row" }, link),
       el("td", {}, statusBadge(workflow.status)),
-      el("td", { class: "task", text: workflow.task ?? "" }),
+      el("td", { class: "task", title: workflow.task ?? "", text: workflow.task ?? "" }),
       el("td", { class: "num", text: String(row.agents.size) }),
       el("td", { class: "num", text: String(workflow.last_seq) }),
-      el("td", { title: workflow.updated_at ?? "", text: dateTimeOf(workflow.updated_at) }),
+      el("td", { class: "when", title: workflow.created_at ?? "", text: shortDateTimeOf(workflow.created_at) }),
+      el("td", { class: "when", title: workflow.updated_at ?? "", text: shortDateTimeOf(workflow.updated_at) }),
     );
   }
 
@@ -387,11 +486,13 @@ class ListView extends LiveView {
     }
     if (event.seq <= row.workflow.last_seq) return; // already in the snapshot
     const workflow = row.workflow;
+    const before = workflow.status;
     workflow.status = nextStatus(workflow.status, event);
     workflow.last_seq = event.seq;
     workflow.updated_at = event.timestamp;
     if (typeof event.agent_id === "string") row.agents.add(event.agent_id);
     this.render(row);
+    if (workflow.status !== before && this.filter.status) this.summarise(); // in or out of the filter
   }
 
   async fetchNew(workflowId) {
@@ -414,6 +515,160 @@ class ListView extends LiveView {
   }
 }
 
+// --- the timeline of one workflow ---------------------------------------------------------
+
+// The run and each agent as a lane: a bar from the agent's spawn to its last
+// output, and one mark per event. Times are seconds after the first event
+// shown. A mark's place is `--t / --span` of the lane's width in CSS, so a later
+// event that stretches the run rewrites one custom property, not every mark;
+// lanes are repainted at most once per animation frame.
+class Timeline {
+  constructor(onPick) {
+    this.onPick = onPick; // called with an agent_id when its lane is clicked
+    this.start = null; // the first event's timestamp: {text, seconds}
+    this.end = 0; // seconds from the start to the latest event shown
+    this.lanes = new Map(); // null for the run itself, else agent_id -> lane
+    this.marks = [];
+    this.dirty = new Set();
+    this.frame = 0;
+    $("lanes").replaceChildren();
+    $("timeline").hidden = true;
+    $("timeline-empty").hidden = false;
+    $("timeline-summary").textContent = "";
+    this.lane(null);
+  }
+
+  stop() {
+    cancelAnimationFrame(this.frame);
+  }
+
+  /** The lane of an agent (created at the end), or of the run for `null`. */
+  lane(agentId, agentType) {
+    let lane = this.lanes.get(agentId);
+    if (lane) {
+      if (agentType && !lane.type.textContent) lane.type.textContent = agentType;
+      return lane;
+    }
+    const bar = el("span", { class: "span-bar" });
+    const track = el("span", { class: "track", "aria-hidden": "true" }, bar);
+    const duration = el("span", { class: "lane-duration" });
+    const type = el("span", { class: "lane-type", text: agentType ?? "" });
+    let label;
+    if (agentId === null) {
+      label = el("span", { class: "lane-label", text: "Run" });
+    } else {
+      label = el(
+        "button",
+        {
+          type: "button",
+          class: "lane-label",
+          "data-pick": agentId,
+          "aria-pressed": "false",
+          title: `Show only the outputs of ${agentId}`,
+        },
+        el("span", { class: "lane-id", text: agentId }),
+        type,
+      );
+      label.addEventListener("click", () => this.onPick(agentId));
+    }
+    const li = el("li", { class: agentId === null ? "lane run" : "lane" }, label, track, duration);
+    if (agentId !== null) li.dataset.agentId = agentId;
+    lane = { agentId, li, bar, track, duration, type, from: null, to: null, spawnTime: null };
+    this.lanes.set(agentId, lane);
+    $("lanes").append(li);
+    this.schedule(lane);
+    return lane;
+  }
+
+  /** An agent known from the REST snapshot, whose agent_spawned may be gone from the history. */
+  agent(agent) {
+    const lane = this.lane(agent.agent_id, agent.agent_type);
+    if (typeof agent.spawn_time === "number") lane.spawnTime = agent.spawn_time;
+  }
+
+  event(event) {
+    const at = secondsOf(event.timestamp);
+    if (Number.isNaN(at)) return;
+    if (this.start === null) {
+      this.start = { text: event.timestamp, seconds: at };
+      $("timeline").hidden = false;
+      $("timeline-empty").hidden = true;
+    }
+    const t = Math.max(0, at - this.start.seconds);
+    this.end = Math.max(this.end, t);
+    const agentId = typeof event.agent_id === "string" ? event.agent_id : null;
+    let lane = this.lanes.get(null);
+    if (event.type === "agent_spawned" || event.type === "agent_output") {
+      lane = this.lane(agentId, event.agent_type);
+      if (event.type === "agent_spawned") {
+        lane.from = t;
+        if (typeof event.spawn_time === "number") lane.spawnTime = event.spawn_time;
+      } else {
+        lane.to = t;
+      }
+    } else if (this.lanes.has(agentId)) {
+      lane = this.lanes.get(agentId); // an error naming its agent, say
+    }
+    const mark = el("span", {
+      class: "mark",
+      "data-type": event.type,
+      "data-seq": event.seq,
+      title: `#${event.seq} ${event.type} at ${durationText(t) || "0 ms"}`,
+    });
+    mark.style.setProperty("--t", t.toFixed(6)); // CSSOM, allowed by the policy
+    lane.track.append(mark);
+    this.marks.push(mark);
+    if (this.marks.length > MARK_LIMIT) this.marks.shift().remove();
+    this.schedule(lane);
+    this.schedule(this.lanes.get(null)); // the run grows with every event
+  }
+
+  schedule(lane) {
+    this.dirty.add(lane);
+    if (!this.frame) this.frame = requestAnimationFrame(() => this.render());
+  }
+
+  render() {
+    this.frame = 0;
+    $("timeline").style.setProperty("--span", Math.max(this.end, 0.001).toFixed(6));
+    $("timeline-end").textContent = durationText(this.end);
+    const agents = this.lanes.size - 1;
+    $("timeline-summary").textContent =
+      `${agents} agent${agents === 1 ? "" : "s"} · ${durationText(this.end) || "0 ms"}`;
+    for (const lane of this.dirty) this.paint(lane);
+    this.dirty.clear();
+  }
+
+  paint(lane) {
+    let from = lane.from;
+    let to = lane.to;
+    if (lane.agentId === null) {
+      [from, to] = [0, this.end];
+    } else if (from === null && lane.spawnTime !== null) {
+      from = Math.max(0, lane.spawnTime); // its agent_spawned is no longer kept
+    }
+    lane.bar.hidden = from === null;
+    lane.bar.style.setProperty("--from", (from ?? 0).toFixed(6));
+    lane.bar.style.setProperty("--to", Math.max(to ?? from ?? 0, from ?? 0).toFixed(6));
+    let text = "";
+    if (from === null) text = "spawn not seen";
+    else if (to === null) text = "no output yet";
+    else text = durationText(Math.max(0, to - from)) || "0 ms";
+    lane.duration.textContent = text;
+    if (from !== null && to !== null) lane.duration.dataset.seconds = String(Math.max(0, to - from));
+    else delete lane.duration.dataset.seconds;
+  }
+
+  /** Mark which agent's outputs are shown alone (null: all). */
+  picked(agentId) {
+    for (const lane of this.lanes.values()) {
+      if (lane.agentId !== null) {
+        lane.li.firstElementChild.setAttribute("aria-pressed", String(lane.agentId === agentId));
+      }
+    }
+  }
+}
+
 // --- one workflow ---------------------------------------------------------------------
 
 class WorkflowView extends LiveView {
@@ -429,17 +684,39 @@ class WorkflowView extends LiveView {
     this.gap = false;
     this.finished = false;
     this.loaded = false;
+    this.only = null; // the agent whose outputs are shown alone, or null for all
+    this.errorCount = 0; // non-fatal error events shown
+    this.timeline = null;
   }
 
   start() {
     showView("workflow-view", `Workflow ${this.id}`);
     $("workflow-id").textContent = this.id;
-    for (const id of ["agents", "outputs"]) $(id).replaceChildren();
+    for (const id of ["agents", "outputs", "errors", "metadata"]) $(id).replaceChildren();
     $("log").tBodies[0].replaceChildren();
     $("synthesis").replaceChildren(el("p", { class: "empty", text: "No synthesis yet." }));
-    $("workflow-notice").hidden = true;
-    $("outcome").hidden = true;
+    for (const id of ["workflow-notice", "outcome", "errors-banner", "errors-panel", "metadata-card"]) {
+      $(id).hidden = true;
+    }
+    for (const id of ["workflow-created", "workflow-started", "workflow-duration"]) {
+      $(id).textContent = "";
+    }
+    $("errors-toggle").onclick = () => this.toggleErrors();
+    $("errors-toggle").textContent = "show";
+    $("errors-toggle").setAttribute("aria-expanded", "false");
+    $("agents").onclick = (event) => {
+      const button = event.target.closest("[data-pick]");
+      if (button) this.pick(button.dataset.pick === this.only ? null : button.dataset.pick);
+    };
+    $("outputs-show-all").onclick = () => this.pick(null);
+    this.timeline = new Timeline((agentId) => this.pick(agentId === this.only ? null : agentId));
+    this.pick(null);
     this.connect();
+  }
+
+  stop() {
+    super.stop();
+    this.timeline?.stop();
   }
 
   resumable() {
@@ -466,7 +743,11 @@ class WorkflowView extends LiveView {
     $("workflow-task").textContent = workflow.task ?? "";
     $("workflow-task").hidden = !workflow.task;
     $("workflow-created").textContent = dateTimeOf(workflow.created_at);
-    for (const agent of workflow.agents ?? []) this.agent(agent);
+    this.metadata(workflow.metadata);
+    for (const agent of workflow.agents ?? []) {
+      this.agent(agent);
+      this.timeline.agent(agent);
+    }
     if (workflow.synthesis) this.synthesis(workflow.synthesis);
     if (workflow.status === "completed") this.outcome("completed", { result: workflow.result });
     else if (workflow.status === "failed" && workflow.error) this.outcome("failed", workflow.error);
@@ -572,8 +853,9 @@ class WorkflowView extends LiveView {
         this.synthesis(event);
         break;
       case "error":
-        this.output(event);
+        // A fatal error is the failure itself; the others are counted apart.
         if (event.fatal === true) this.outcome("failed", event);
+        else this.error(event);
         break;
       case "completed":
         this.outcome("completed", event);
@@ -584,6 +866,7 @@ class WorkflowView extends LiveView {
       default:
         break;
     }
+    this.timeline.event(event);
     this.log(event);
   }
 
@@ -594,7 +877,98 @@ class WorkflowView extends LiveView {
     $("workflow-seq").textContent = this.lastSeq ? `seq ${this.lastSeq}` : "none yet";
     $("workflow-agent-count").textContent = String(this.agents.size);
     $("agents-empty").hidden = this.agents.size > 0;
-    $("outputs-empty").hidden = $("outputs").children.length > 0;
+    const start = this.timeline.start;
+    $("workflow-started").textContent = start ? dateTimeOf(start.text) : "not yet";
+    const duration = $("workflow-duration");
+    const text = start ? durationText(this.timeline.end) || "0 ms" : "";
+    duration.textContent = !start ? "—" : TERMINAL.has(this.status) ? text : `${text} so far`;
+    duration.dataset.seconds = start ? String(this.timeline.end) : "";
+  }
+
+  /** Show only `agentId`'s outputs (null: all of them). */
+  pick(agentId) {
+    this.only = agentId;
+    for (const item of $("outputs").children) {
+      item.hidden = agentId !== null && item.dataset.agentId !== agentId;
+    }
+    for (const button of $("agents").querySelectorAll("[data-pick]")) {
+      button.setAttribute("aria-pressed", String(button.dataset.pick === agentId));
+    }
+    this.timeline.picked(agentId);
+    $("outputs-filter").hidden = agentId === null;
+    $("outputs-filter-text").textContent = agentId === null ? "" : `Only ${agentId}`;
+    this.outputsEmpty();
+  }
+
+  outputsEmpty() {
+    const list = $("outputs");
+    const empty = $("outputs-empty");
+    if (this.only === null) {
+      empty.hidden = list.children.length > 0;
+      empty.textContent = "No output yet.";
+    } else {
+      empty.hidden = list.querySelector(":scope > li:not([hidden])") !== null;
+      empty.textContent = `No output from ${this.only} yet.`;
+    }
+  }
+
+  error(event) {
+    this.errorCount += 1;
+    const list = $("errors");
+    list.append(
+      el(
+        "li",
+        { class: "output error", "data-seq": event.seq },
+        el(
+          "div",
+          { class: "output-head" },
+          el("span", { class: "agent-id", text: typeof event.agent_id === "string" ? event.agent_id : "error" }),
+          el("span", { class: "seq", text: `#${event.seq} · ${timeOf(event.timestamp)}` }),
+        ),
+        el("p", { class: "content", text: String(event.message ?? "") }),
+      ),
+    );
+    while (list.children.length > ROW_LIMIT) list.firstElementChild.remove();
+    const n = this.errorCount;
+    $("errors-count").textContent = `${n} error${n === 1 ? "" : "s"} (not fatal)`;
+    $("errors-banner").hidden = false;
+  }
+
+  toggleErrors() {
+    const panel = $("errors-panel");
+    panel.hidden = !panel.hidden;
+    const toggle = $("errors-toggle");
+    toggle.setAttribute("aria-expanded", String(!panel.hidden));
+    toggle.textContent = panel.hidden ? "show" : "hide";
+  }
+
+  /** The workflow's metadata as a key/value list; values that are not text as JSON. */
+  metadata(metadata) {
+    let entries = [];
+    if (metadata !== null && typeof metadata === "object" && !Array.isArray(metadata)) {
+      entries = Object.entries(metadata);
+    } else if (metadata !== null && metadata !== undefined) {
+      entries = [["value", metadata]];
+    }
+    $("metadata").replaceChildren(
+      ...entries.map(([key, value]) =>
+        el(
+          "div",
+          { class: "metadata-entry" },
+          el("dt", { text: key }),
+          el(
+            "dd",
+            {},
+            typeof value === "string"
+              ? value
+              : value !== null && typeof value === "object"
+                ? el("pre", { text: JSON.stringify(value, null, 2) })
+                : el("code", { text: JSON.stringify(value) }),
+          ),
+        ),
+      ),
+    );
+    $("metadata-card").hidden = entries.length === 0;
   }
 
   notice(text) {
@@ -622,7 +996,14 @@ class WorkflowView extends LiveView {
       el(
         "div",
         { class: "agent-head" },
-        el("span", { class: "agent-id", text: agent.agent_id }),
+        el("button", {
+          type: "button",
+          class: "agent-id agent-pick",
+          "data-pick": agent.agent_id,
+          "aria-pressed": String(this.only === agent.agent_id),
+          title: `Show only the outputs of ${agent.agent_id}`,
+          text: agent.agent_id,
+        }),
         el("span", { class: "agent-type", text: agent.agent_type ?? "unknown type" }),
       ),
       el("div", { class: "agent-meta", title: agent.spawned_at ?? "", text: `${spawned} · ${outputs}` }),
@@ -634,33 +1015,23 @@ class WorkflowView extends LiveView {
 
   output(event) {
     const list = $("outputs");
-    const item =
-      event.type === "error"
-        ? el(
-            "li",
-            { class: "output error", "data-seq": event.seq },
-            el(
-              "div",
-              { class: "output-head" },
-              el("span", { class: "agent-id", text: event.fatal === true ? "fatal error" : "error" }),
-              el("span", { class: "seq", text: `#${event.seq} · ${timeOf(event.timestamp)}` }),
-            ),
-            el("p", { class: "content", text: String(event.message ?? "") }),
-          )
-        : el(
-            "li",
-            { class: "output", "data-seq": event.seq },
-            el(
-              "div",
-              { class: "output-head" },
-              el("span", { class: "agent-id", text: String(event.agent_id) }),
-              confidenceBar(event.confidence),
-              el("span", { class: "seq", text: `#${event.seq} · ${timeOf(event.timestamp)}` }),
-            ),
-            el("p", { class: "content", text: String(event.content ?? "") }),
-          );
+    const agentId = String(event.agent_id);
+    const item = el(
+      "li",
+      { class: "output", "data-seq": event.seq, "data-agent-id": agentId },
+      el(
+        "div",
+        { class: "output-head" },
+        el("span", { class: "agent-id", text: agentId }),
+        confidenceBar(event.confidence),
+        el("span", { class: "seq", text: `#${event.seq} · ${timeOf(event.timestamp)}` }),
+      ),
+      el("p", { class: "content", text: String(event.content ?? "") }),
+    );
+    item.hidden = this.only !== null && agentId !== this.only;
     list.append(item);
     while (list.children.length > ROW_LIMIT) list.firstElementChild.remove();
+    if (!item.hidden) $("outputs-empty").hidden = true; // no scan of the list per event
   }
 
   synthesis(synthesis) {
