@@ -343,3 +343,24 @@ def test_metadata_is_shown_as_text(server: FelixProcess, page: Page) -> None:
     expect(values.nth(3)).to_have_text("3")
     assert card.locator("img").count() == 0
     assert page.evaluate("window.__pwned") is None
+
+
+def test_a_long_run_is_drawn_whole(server: FelixProcess, page: Page) -> None:
+    # Hundreds of events replayed at once: every one becomes a mark and a log row.
+    workflow_id = server.create_workflow()
+    agents = [{"type": "agent_spawned", **_agent(f"a{n}")} for n in range(5)]
+    outputs = [
+        {"type": "agent_output", "agent_id": f"a{n % 5}", "content": f"step {n}", "confidence": 0.5}
+        for n in range(495)
+    ]
+    server.publish(workflow_id, [*agents, *outputs])
+    page.goto(f"{server.base}/#/workflows/{workflow_id}")
+    expect(page.locator("#log tbody tr")).to_have_count(500)
+    expect(page.locator("#lanes .mark")).to_have_count(500)
+    expect(page.locator("#lanes > li")).to_have_count(6)
+    expect(_lane(page, "a4").locator(".mark")).to_have_count(100)
+    expect(page.locator("#outputs li")).to_have_count(495)
+
+
+def _agent(agent_id: str) -> dict[str, Any]:
+    return {"agent_id": agent_id, "agent_type": "worker", "spawn_time": 0.0}

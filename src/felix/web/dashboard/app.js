@@ -655,6 +655,13 @@ class Timeline {
     else if (to === null) text = "no output yet";
     else text = durationText(Math.max(0, to - from)) || "0 ms";
     lane.duration.textContent = text;
+    const at = (t) => `+${durationText(t) || "0 ms"}`;
+    lane.track.title =
+      lane.agentId === null
+        ? `first event to latest: ${text}`
+        : from === null
+          ? text
+          : `spawned at ${at(from)}${to === null ? ", no output yet" : `, last output at ${at(to)}`}`;
     if (from !== null && to !== null) lane.duration.dataset.seconds = String(Math.max(0, to - from));
     else delete lane.duration.dataset.seconds;
   }
