@@ -29,9 +29,9 @@ from felix.web.hypercorn.access_log import RedactingLogger
 from felix.web.hypercorn.direct_read import DirectReadWSStream, listen
 from felix.web.hypercorn.direct_write import DirectWriter
 from felix.web.hypercorn.fix_dead_peers import DeadPeerWSStream, Pinger
+from felix.web.hypercorn.fix_http_close import close_http_connections
 from felix.web.hypercorn.fix_oversized_message import OversizeSafeWSStream
 from felix.web.hypercorn.fix_permessage_deflate import CompressionSettingWSStream
-from felix.web.hypercorn.fix_http_close import close_http_connections
 from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer, abort_stalled_writes
 from felix.web.hypercorn.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
 from felix.web.hypercorn.lean_http import OneWriteH11Protocol, QuickWriteTCPServer

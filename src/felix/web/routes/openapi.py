@@ -1,32 +1,38 @@
 """``GET /openapi.json`` and ``GET /docs``: the REST API described for machines.
 
-The document is written by hand from the contract (``docs/reference/api.md``)
-and kept true by ``tests/web/test_openapi.py``: every route of the app must
-appear in it, and schemathesis checks the answers against it. The ``/docs``
-page is a few lines of self-contained HTML and JavaScript that list the routes
-from the JSON; nothing is fetched from the internet. Both are served without
-the API key: they describe the API, they reveal no data.
+The paths, methods and who may call each (``security``) come from the edge's
+route table (:data:`felix.web.edge.routes.ROUTES`): a route cannot be served
+without being described, nor described without being served. What each
+operation takes and answers is written here, per route name, from the
+contract (``docs/reference/api.md``); ``tests/web/test_openapi.py`` keeps both
+true, and schemathesis checks the answers against them. The ``/docs`` page is
+a few lines of self-contained HTML and JavaScript that list the routes from
+the JSON; nothing is fetched from the internet. Both are served without the
+API key: they describe the API, they reveal no data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from quart import Quart, Response, jsonify
+from quart import Response
 
-from felix._core.events import SERVER_TYPES, TYPE_NAME, WORKFLOW_EVENT_TYPES
+from felix._core.events import SERVER_TYPES, STATUSES, TYPE_NAME, WORKFLOW_EVENT_TYPES, encode
 from felix.settings import Settings
+from felix.web.edge.params import MAX_INT_DIGITS
+from felix.web.edge.routes import ROUTES, Credential, Route
 
-__all__ = ["OPEN_PATHS", "add_openapi_routes", "openapi_document"]
-
-#: Paths served without the API key.
-OPEN_PATHS: Final = frozenset({"/openapi.json", "/docs"})
+__all__ = ["openapi_document", "views"]
 
 _RESERVED: Final = frozenset(WORKFLOW_EVENT_TYPES) | frozenset(SERVER_TYPES)
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _WORKFLOW = {"$ref": "#/components/schemas/Workflow"}
 _ID_PARAM = {"$ref": "#/components/parameters/WorkflowId"}
 _UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
+_NULLABLE_STRING: Final = {"type": ["string", "null"]}
+#: The largest integer a query parameter may carry (felix.web.edge.params).
+_MAX_INT: Final = 10**MAX_INT_DIGITS - 1
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -37,19 +43,34 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _int_query(name: str, description: str, minimum: int = 0) -> dict[str, Any]:
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _int_query(
+    name: str, description: str, minimum: int = 0, maximum: int | None = _MAX_INT
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "integer", "minimum": minimum}
+    if maximum is not None:
+        schema["maximum"] = maximum
     return {
         "name": name,
         "in": "query",
         "required": False,
         "description": description,
-        "schema": {"type": "integer", "minimum": minimum},
+        "schema": schema,
     }
+
+
+def _body(schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": schema}}}
 
 
 _STRING: Final = {"type": "string", "minLength": 1}
 _UNIT: Final = {"type": "number", "minimum": 0, "maximum": 1}
+_INTEGER: Final = {"type": "integer"}
 #: Fields per producer event type, and which are required (the contract's table).
+#: Its keys must be felix._core.events' WORKFLOW_EVENT_TYPES (checked below).
 _EVENT_FIELDS: Final[dict[str, tuple[dict[str, Any], list[str]]]] = {
     "workflow_status": ({"status": {"$ref": "#/components/schemas/Status"}}, ["status"]),
     "agent_spawned": (
@@ -78,6 +99,8 @@ _EVENT_FIELDS: Final[dict[str, tuple[dict[str, Any], list[str]]]] = {
     "error": ({"message": {"type": "string"}, "fatal": {"type": "boolean"}}, ["message"]),
     "completed": ({"result": {}}, []),
 }
+if set(_EVENT_FIELDS) != WORKFLOW_EVENT_TYPES:  # pragma: no cover - a development error
+    raise RuntimeError("openapi's event schemas do not list felix._core.events' types")
 #: The envelope is the server's: a producer may not send these fields.
 _NO_ENVELOPE: Final = {"workflow_id": False, "seq": False, "timestamp": False}
 
@@ -95,28 +118,439 @@ def _event_in(event_type: str) -> dict[str, Any]:
 
 _EVENT_IN: Final[dict[str, Any]] = {
     "description": "A workflow event: its type and its own fields, flat (extra fields are kept).",
-    "oneOf": [_event_in(event_type) for event_type in _EVENT_FIELDS],
+    "oneOf": [_event_in(event_type) for event_type in sorted(_EVENT_FIELDS)],
 }
 
 _EVENT_OUT: Final[dict[str, Any]] = {
-    "type": "object",
-    "required": ["type", "workflow_id", "seq", "timestamp"],
-    "properties": {
-        "type": {"type": "string"},
-        "workflow_id": {"type": "string"},
-        "seq": {"type": "integer", "minimum": 1},
-        "timestamp": {"type": "string"},
-    },
+    **_object(
+        ["type", "workflow_id", "seq", "timestamp"],
+        {
+            "type": {"type": "string"},
+            "workflow_id": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "timestamp": {"type": "string"},
+        },
+    ),
     "additionalProperties": True,
 }
+
+
+# --- operations, by route name -------------------------------------------------------------
+
+Operation = dict[str, Any]
+
+
+def _workflow_operations() -> dict[str, Operation]:
+    cancelled = _object(
+        ["workflow_id", "status", "seq"],
+        {"workflow_id": {"type": "string"}, "status": {"const": "cancelled"}, "seq": _INTEGER},
+    )
+    page = _object(
+        ["workflows", "total"],
+        {
+            "workflows": {"type": "array", "items": _WORKFLOW},
+            "total": _INTEGER,
+            "limit": _INTEGER,
+            "offset": _INTEGER,
+        },
+    )
+    status = {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": "Only workflows of this status (empty: all).",
+        "schema": {"anyOf": [{"$ref": "#/components/schemas/Status"}, {"const": ""}]},
+    }
+    return {
+        "create_workflow": {
+            "summary": "Create a workflow",
+            "requestBody": _body({"$ref": "#/components/schemas/WorkflowCreate"}, required=False),
+            "responses": {
+                "201": _json("The new workflow.", _WORKFLOW),
+                "409": _error("The workflow id is taken."),
+                "413": _error("task and metadata are too large."),
+                "422": _error("Invalid body."),
+                "503": _error("Too many workflows, or shutting down."),
+            },
+        },
+        "list_workflows": {
+            "summary": "List workflows",
+            "parameters": [
+                status,
+                _int_query("limit", "At most this many workflows.", minimum=1, maximum=1000),
+                _int_query("offset", "Workflows to skip."),
+            ],
+            "responses": {
+                "200": _json("One page of workflows and the total that matched.", page),
+                "422": _error("Invalid query."),
+            },
+        },
+        "get_workflow": {
+            "summary": "One workflow with the state its events built",
+            "responses": {
+                "200": _json("The workflow.", _WORKFLOW),
+                "404": _error("No such workflow, or not a valid workflow id."),
+            },
+        },
+        "cancel_workflow": {
+            "summary": "Cancel a workflow (publishes workflow_status cancelled)",
+            "responses": {
+                "202": _json("Cancelled.", cancelled),
+                "404": _error("No such workflow, or not a valid workflow id."),
+                "409": _error("The workflow already ended."),
+                "503": _error("The workflow's inbox stayed full."),
+            },
+        },
+    }
+
+
+def _event_operations(settings: Settings) -> dict[str, Operation]:
+    events = _object(
+        ["workflow_id", "events", "last_seq"],
+        {
+            "workflow_id": {"type": "string"},
+            "events": {"type": "array", "items": _EVENT_OUT},
+            "last_seq": _INTEGER,
+        },
+    )
+    accepted = _object(
+        ["accepted", "first_seq", "last_seq"],
+        {"accepted": _INTEGER, "first_seq": _INTEGER, "last_seq": _INTEGER},
+    )
+    batch = {"oneOf": [_EVENT_IN, {"type": "array", "minItems": 1, "items": _EVENT_IN}]}
+    return {
+        "list_events": {
+            "summary": "Retained events after a seq",
+            "parameters": [
+                # Any number of digits: past every seq is an empty page.
+                _int_query("after", "Return events with seq > after (default 0).", maximum=None),
+                _int_query(
+                    "limit",
+                    "At most this many events (FELIX_HISTORY_SIZE).",
+                    minimum=1,
+                    maximum=settings.history_size,
+                ),
+            ],
+            "responses": {
+                "200": _json("The retained events, oldest first.", events),
+                "404": _error("No such workflow, or not a valid workflow id."),
+                "422": _error("Invalid query."),
+            },
+        },
+        "publish_events": {
+            "summary": "Publish one event or a batch (all or nothing)",
+            "requestBody": _body(batch, required=True),
+            "responses": {
+                "202": _json("Applied.", accepted),
+                "404": _error("No such workflow, or not a valid workflow id."),
+                "409": _error("The workflow ended; it takes no more events."),
+                "413": _error("An event, the batch or the body is too large."),
+                "422": _error("Invalid event; `index` names the first bad one."),
+                "429": _error("Rate limited (FELIX_RATE_PUBLISH)."),
+                "503": _error("The workflow's inbox stayed full."),
+            },
+        },
+    }
+
+
+def _other_api_operations(settings: Settings) -> dict[str, Operation]:
+    token_request = {
+        "type": ["object", "null"],
+        "properties": {
+            "ttl_seconds": {"type": "integer", "minimum": 1, "maximum": settings.token_max_ttl}
+        },
+        "additionalProperties": False,
+    }
+    token = _object(
+        ["token", "expires_at"], {"token": {"type": "string"}, "expires_at": {"type": "string"}}
+    )
+    system_event = {
+        **_object(
+            ["type"],
+            {
+                "type": {
+                    "type": "string",
+                    "pattern": f"^{TYPE_NAME.pattern}$",
+                    "not": {"enum": sorted(_RESERVED)},
+                },
+                **_NO_ENVELOPE,
+            },
+        ),
+        "additionalProperties": True,
+    }
+    connections = _object(
+        ["connections", "total"],
+        {
+            "connections": {"type": "array", "items": {"$ref": "#/components/schemas/Connection"}},
+            "total": _INTEGER,
+        },
+    )
+    return {
+        "mint_token": {
+            "summary": "Mint a subscribe token for one workflow's WebSocket",
+            "requestBody": _body(token_request, required=False),
+            "responses": {
+                "201": _json("The token.", token),
+                "404": _error("No such workflow, or not a valid workflow id."),
+                "422": _error("Invalid body."),
+            },
+        },
+        "broadcast": {
+            "summary": "Send a system event to every connected client",
+            "requestBody": _body(system_event, required=True),
+            "responses": {
+                "202": _json(
+                    "Queued.",
+                    _object(
+                        ["accepted", "delivered"], {"accepted": _INTEGER, "delivered": _INTEGER}
+                    ),
+                ),
+                "413": _error("The event or body is too large."),
+                "422": _error("Invalid event (a workflow type, or malformed)."),
+                "429": _error("Rate limited (FELIX_RATE_PUBLISH)."),
+            },
+        },
+        "list_connections": {
+            "summary": "Open WebSocket connections",
+            "responses": {"200": _json("Every open connection.", connections)},
+        },
+        "stats": {
+            "summary": "Operator figures",
+            "responses": {"200": _json("Counts for operators.", {"type": "object"})},
+        },
+    }
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _service_operations() -> dict[str, Operation]:
+    health = {"$ref": "#/components/schemas/Health"}
+    return {
+        "healthz": {
+            "summary": "Liveness and readiness (no key needed)",
+            "responses": {
+                "200": _json("Serving.", health),
+                "503": _json("Shutting down, or the broker cannot be reached.", health),
+            },
+        },
+        "metrics": {
+            "summary": "Prometheus metrics (text format)",
+            "responses": {
+                "200": {
+                    "description": "Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+            },
+        },
+        "openapi": {
+            "summary": "This document (no key needed)",
+            "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
+        },
+        "docs": {
+            "summary": "A page listing the routes of this document (no key needed)",
+            "responses": {"200": _html("HTML.")},
+        },
+    }
+
+
+def _dashboard_operations() -> dict[str, Operation]:
+    """The live dashboard's page, files and session (``felix.web.routes.dashboard``)."""
+    session = _json(
+        "Whether the page must ask for a key, and the session's expiry.",
+        {"$ref": "#/components/schemas/DashboardSession"},
+    )
+    cached = {
+        "description": "Unchanged since the ETag given in If-None-Match.",
+        "headers": {"ETag": {"schema": {"type": "string"}}},
+    }
+    files = {
+        kind: {"schema": {"type": "string"}}
+        for kind in ("text/javascript", "text/css", "image/svg+xml")
+    }
+    cookie = {
+        "description": "felix_session (HttpOnly, SameSite=Strict); none in development mode.",
+        "schema": {"type": "string"},
+    }
+    return {
+        "dashboard": {
+            "summary": "The live dashboard (no key needed; it signs in by itself)",
+            "responses": {"200": _html("HTML."), "304": cached},
+        },
+        "dashboard_file": {
+            "summary": "One of the dashboard's files: app.js, style.css, favicon.svg",
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {"description": "The file.", "content": files},
+                "304": cached,
+                "404": _error("No such file."),
+            },
+        },
+        "dashboard_session": {
+            "summary": "The dashboard's session: is a key needed, is this browser signed in",
+            "responses": {"200": session},
+        },
+        "dashboard_sign_in": {
+            "summary": "Sign the dashboard in: the API key for a session cookie",
+            "responses": {"200": {**session, "headers": {"Set-Cookie": cookie}}},
+        },
+        "dashboard_sign_out": {
+            "summary": "Sign the dashboard out: clears the session cookie",
+            "responses": {"200": session},
+        },
+    }
+
+
+def _operations(settings: Settings) -> dict[str, Operation]:
+    return {
+        **_workflow_operations(),
+        **_event_operations(settings),
+        **_other_api_operations(settings),
+        **_service_operations(),
+        **_dashboard_operations(),
+    }
+
+
+def _operation_id(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
+
+
+def _operation(route: Route, described: Operation) -> Operation:
+    operation: Operation = {"operationId": _operation_id(route.name), **described}
+    if route.opens == Credential.OPEN:
+        operation["security"] = [{}]
+    else:
+        operation["responses"] = {**described["responses"], "401": _UNAUTHORIZED}
+    return operation
+
+
+def _paths(settings: Settings) -> dict[str, Any]:
+    """Every HTTP route of the table, described (WebSocket routes are not OpenAPI's)."""
+    operations = _operations(settings)
+    paths: dict[str, Any] = {}
+    for route in ROUTES:
+        if route.websocket:
+            continue
+        item = paths.setdefault(route.openapi_path, {})
+        if "workflow_id" in route.parameters:
+            item.setdefault("parameters", [_ID_PARAM])
+        item[route.method.lower()] = _operation(route, operations[route.name])
+    return paths
+
+
+def _workflow_schemas() -> dict[str, Any]:
+    workflow_fields = {
+        "workflow_id": {"type": "string"},
+        "status": {"$ref": "#/components/schemas/Status"},
+        "task": _NULLABLE_STRING,
+        "metadata": {"type": "object"},
+        "created_at": {"type": "string"},
+        "updated_at": {"type": "string"},
+        "last_seq": _INTEGER,
+        "subscribers": _INTEGER,
+        "agents": {"type": "array", "items": {"type": "object"}},
+        "synthesis": {"type": ["object", "null"]},
+        "result": {},
+        "error": {"type": ["object", "null"]},
+    }
+    return {
+        "Status": {"type": "string", "enum": list(STATUSES)},
+        "WorkflowCreate": {
+            "type": ["object", "null"],
+            "properties": {
+                "workflow_id": {
+                    "type": ["string", "null"],
+                    "pattern": "^[A-Za-z0-9_-]{1,64}$",
+                    "description": "Omitted or null: the server makes one (wf_ + hex).",
+                },
+                "task": _NULLABLE_STRING,
+                "metadata": {"type": ["object", "null"]},
+            },
+            "additionalProperties": False,
+        },
+        "Workflow": _object(list(workflow_fields), workflow_fields),
+    }
+
+
+def _other_schemas() -> dict[str, Any]:
+    connection_fields = {
+        "connection_id": {"type": "string"},
+        "workflow_id": _NULLABLE_STRING,
+        "remote": _NULLABLE_STRING,
+        "connected_at": {"type": "string"},
+        "messages_sent": _INTEGER,
+        "buffered_bytes": _INTEGER,
+    }
+    broker = _object(
+        ["kind"],
+        {
+            "kind": {"enum": ["memory", "redis"]},
+            "address": {"type": "string"},
+            "connected": {"type": "boolean"},
+            "since": {"type": "number"},
+        },
+    )
+    error_index = {
+        "type": "integer",
+        "description": "In a batch, the index of the first bad event.",
+    }
+    return {
+        "Error": _object(
+            ["error", "message"],
+            {
+                "error": {"type": "string", "description": "A stable error code."},
+                "message": {"type": "string"},
+                "index": error_index,
+            },
+        ),
+        "Connection": _object(list(connection_fields)[:5], connection_fields),
+        "DashboardSession": _object(
+            ["key_required", "signed_in", "expires_at"],
+            {
+                "key_required": {"type": "boolean"},
+                "signed_in": {"type": "boolean"},
+                "expires_at": _NULLABLE_STRING,
+            },
+        ),
+        "Health": _object(
+            ["status", "accepting", "broker"],
+            {
+                "status": {"enum": ["ok", "shutting_down", "broker_unavailable"]},
+                "accepting": {"type": "boolean"},
+                "broker": broker,
+            },
+        ),
+    }
+
+
+def _components() -> dict[str, Any]:
+    return {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        },
+        "parameters": {
+            "WorkflowId": {
+                "name": "workflow_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+            }
+        },
+        "responses": {"Unauthorized": _error("Missing or wrong API key.")},
+        "schemas": {**_other_schemas(), **_workflow_schemas()},
+    }
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 description of Felix's REST API with ``settings``' limits.
 
-    A fresh dict each call.
+    A fresh dict each call; its paths are the route table's HTTP routes.
     """
-    nullable_string = {"type": ["string", "null"]}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -129,548 +563,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             ),
         },
         "security": [{"bearer": []}, {"apiKey": []}, {}],
-        "paths": {
-            "/api/v1/workflows": {
-                "post": {
-                    "summary": "Create a workflow",
-                    "operationId": "createWorkflow",
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/WorkflowCreate"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": _json("The new workflow.", _WORKFLOW),
-                        "401": _UNAUTHORIZED,
-                        "409": _error("The workflow id is taken."),
-                        "413": _error("task and metadata are too large."),
-                        "422": _error("Invalid body."),
-                        "503": _error("Too many workflows, or shutting down."),
-                    },
-                },
-                "get": {
-                    "summary": "List workflows",
-                    "operationId": "listWorkflows",
-                    "parameters": [
-                        {
-                            "name": "status",
-                            "in": "query",
-                            "required": False,
-                            "description": "Only workflows of this status (empty: all).",
-                            "schema": {
-                                "anyOf": [{"$ref": "#/components/schemas/Status"}, {"const": ""}]
-                            },
-                        },
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
-                        },
-                        _int_query("offset", "Workflows to skip."),
-                    ],
-                    "responses": {
-                        "200": _json(
-                            "One page of workflows and the total that matched.",
-                            {
-                                "type": "object",
-                                "required": ["workflows", "total"],
-                                "properties": {
-                                    "workflows": {"type": "array", "items": _WORKFLOW},
-                                    "total": {"type": "integer"},
-                                    "limit": {"type": "integer"},
-                                    "offset": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "422": _error("Invalid query."),
-                    },
-                },
-            },
-            "/api/v1/workflows/{workflow_id}": {
-                "parameters": [_ID_PARAM],
-                "get": {
-                    "summary": "One workflow with the state its events built",
-                    "operationId": "getWorkflow",
-                    "responses": {
-                        "200": _json("The workflow.", _WORKFLOW),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such workflow."),
-                    },
-                },
-                "delete": {
-                    "summary": "Cancel a workflow (publishes workflow_status cancelled)",
-                    "operationId": "cancelWorkflow",
-                    "responses": {
-                        "202": _json(
-                            "Cancelled.",
-                            {
-                                "type": "object",
-                                "required": ["workflow_id", "status", "seq"],
-                                "properties": {
-                                    "workflow_id": {"type": "string"},
-                                    "status": {"const": "cancelled"},
-                                    "seq": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such workflow."),
-                        "409": _error("The workflow already ended."),
-                        "503": _error("The workflow's inbox stayed full."),
-                    },
-                },
-            },
-            "/api/v1/workflows/{workflow_id}/events": {
-                "parameters": [_ID_PARAM],
-                "get": {
-                    "summary": "Retained events after a seq",
-                    "operationId": "listEvents",
-                    "parameters": [
-                        _int_query("after", "Return events with seq > after (default 0)."),
-                        {
-                            "name": "limit",
-                            "in": "query",
-                            "required": False,
-                            "description": "At most this many events (FELIX_HISTORY_SIZE).",
-                            "schema": {
-                                "type": "integer",
-                                "minimum": 1,
-                                "maximum": settings.history_size,
-                            },
-                        },
-                    ],
-                    "responses": {
-                        "200": _json(
-                            "The retained events, oldest first.",
-                            {
-                                "type": "object",
-                                "required": ["workflow_id", "events", "last_seq"],
-                                "properties": {
-                                    "workflow_id": {"type": "string"},
-                                    "events": {"type": "array", "items": _EVENT_OUT},
-                                    "last_seq": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such workflow."),
-                        "422": _error("Invalid query."),
-                    },
-                },
-                "post": {
-                    "summary": "Publish one event or a batch (all or nothing)",
-                    "operationId": "publishEvents",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        _EVENT_IN,
-                                        {"type": "array", "minItems": 1, "items": _EVENT_IN},
-                                    ]
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": _json(
-                            "Applied.",
-                            {
-                                "type": "object",
-                                "required": ["accepted", "first_seq", "last_seq"],
-                                "properties": {
-                                    "accepted": {"type": "integer"},
-                                    "first_seq": {"type": "integer"},
-                                    "last_seq": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such workflow."),
-                        "409": _error("The workflow ended; it takes no more events."),
-                        "413": _error("An event, the batch or the body is too large."),
-                        "422": _error("Invalid event; `index` names the first bad one."),
-                        "429": _error("Rate limited (FELIX_RATE_PUBLISH)."),
-                        "503": _error("The workflow's inbox stayed full."),
-                    },
-                },
-            },
-            "/api/v1/workflows/{workflow_id}/tokens": {
-                "parameters": [_ID_PARAM],
-                "post": {
-                    "summary": "Mint a subscribe token for one workflow's WebSocket",
-                    "operationId": "mintToken",
-                    "requestBody": {
-                        "required": False,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": ["object", "null"],
-                                    "properties": {
-                                        "ttl_seconds": {
-                                            "type": "integer",
-                                            "minimum": 1,
-                                            "maximum": settings.token_max_ttl,
-                                        }
-                                    },
-                                    "additionalProperties": False,
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "201": _json(
-                            "The token.",
-                            {
-                                "type": "object",
-                                "required": ["token", "expires_at"],
-                                "properties": {
-                                    "token": {"type": "string"},
-                                    "expires_at": {"type": "string"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "404": _error("No such workflow."),
-                        "422": _error("Invalid body."),
-                    },
-                },
-            },
-            "/api/v1/broadcast": {
-                "post": {
-                    "summary": "Send a system event to every connected client",
-                    "operationId": "broadcast",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["type"],
-                                    "properties": {
-                                        "type": {
-                                            "type": "string",
-                                            "pattern": f"^{TYPE_NAME.pattern}$",
-                                            "not": {"enum": sorted(_RESERVED)},
-                                        },
-                                        **_NO_ENVELOPE,
-                                    },
-                                    "additionalProperties": True,
-                                }
-                            }
-                        },
-                    },
-                    "responses": {
-                        "202": _json(
-                            "Queued.",
-                            {
-                                "type": "object",
-                                "required": ["accepted", "delivered"],
-                                "properties": {
-                                    "accepted": {"type": "integer"},
-                                    "delivered": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                        "413": _error("The event or body is too large."),
-                        "422": _error("Invalid event (a workflow type, or malformed)."),
-                        "429": _error("Rate limited (FELIX_RATE_PUBLISH)."),
-                    },
-                },
-            },
-            "/api/v1/connections": {
-                "get": {
-                    "summary": "Open WebSocket connections",
-                    "operationId": "listConnections",
-                    "responses": {
-                        "200": _json(
-                            "Every open connection.",
-                            {
-                                "type": "object",
-                                "required": ["connections", "total"],
-                                "properties": {
-                                    "connections": {
-                                        "type": "array",
-                                        "items": {"$ref": "#/components/schemas/Connection"},
-                                    },
-                                    "total": {"type": "integer"},
-                                },
-                            },
-                        ),
-                        "401": _UNAUTHORIZED,
-                    },
-                },
-            },
-            "/api/v1/stats": {
-                "get": {
-                    "summary": "Operator figures",
-                    "operationId": "stats",
-                    "responses": {
-                        "200": _json("Counts for operators.", {"type": "object"}),
-                        "401": _UNAUTHORIZED,
-                    },
-                },
-            },
-            "/healthz": {
-                "get": {
-                    "summary": "Liveness and readiness (no key needed)",
-                    "operationId": "healthz",
-                    "security": [{}],
-                    "responses": {
-                        "200": _json("Serving.", {"$ref": "#/components/schemas/Health"}),
-                        "503": _json(
-                            "Shutting down, or the broker cannot be reached.",
-                            {"$ref": "#/components/schemas/Health"},
-                        ),
-                    },
-                },
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics (text format)",
-                    "operationId": "metrics",
-                    "responses": {
-                        "200": {
-                            "description": "Prometheus text exposition format.",
-                            "content": {"text/plain": {"schema": {"type": "string"}}},
-                        },
-                        "401": _UNAUTHORIZED,
-                    },
-                },
-            },
-            "/openapi.json": {
-                "get": {
-                    "summary": "This document (no key needed)",
-                    "operationId": "openapi",
-                    "security": [{}],
-                    "responses": {"200": _json("OpenAPI 3.1.", {"type": "object"})},
-                },
-            },
-            "/docs": {
-                "get": {
-                    "summary": "A page listing the routes of this document (no key needed)",
-                    "operationId": "docs",
-                    "security": [{}],
-                    "responses": {
-                        "200": {
-                            "description": "HTML.",
-                            "content": {"text/html": {"schema": {"type": "string"}}},
-                        }
-                    },
-                },
-            },
-            **_dashboard_paths(),
-        },
-        "components": {
-            "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer"},
-                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-            },
-            "parameters": {
-                "WorkflowId": {
-                    "name": "workflow_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
-                }
-            },
-            "responses": {"Unauthorized": _error("Missing or wrong API key.")},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "message"],
-                    "properties": {
-                        "error": {"type": "string", "description": "A stable error code."},
-                        "message": {"type": "string"},
-                        "index": {
-                            "type": "integer",
-                            "description": "In a batch, the index of the first bad event.",
-                        },
-                    },
-                },
-                "Status": {
-                    "type": "string",
-                    "enum": ["pending", "running", "completed", "failed", "cancelled"],
-                },
-                "WorkflowCreate": {
-                    "type": ["object", "null"],
-                    "properties": {
-                        "workflow_id": {
-                            "type": ["string", "null"],
-                            "pattern": "^[A-Za-z0-9_-]{1,64}$",
-                            "description": "Omitted or null: the server makes one (wf_ + hex).",
-                        },
-                        "task": nullable_string,
-                        "metadata": {"type": ["object", "null"]},
-                    },
-                    "additionalProperties": False,
-                },
-                "Workflow": {
-                    "type": "object",
-                    "required": [
-                        "workflow_id",
-                        "status",
-                        "task",
-                        "metadata",
-                        "created_at",
-                        "updated_at",
-                        "last_seq",
-                        "subscribers",
-                        "agents",
-                        "synthesis",
-                        "result",
-                        "error",
-                    ],
-                    "properties": {
-                        "workflow_id": {"type": "string"},
-                        "status": {"$ref": "#/components/schemas/Status"},
-                        "task": nullable_string,
-                        "metadata": {"type": "object"},
-                        "created_at": {"type": "string"},
-                        "updated_at": {"type": "string"},
-                        "last_seq": {"type": "integer"},
-                        "subscribers": {"type": "integer"},
-                        "agents": {"type": "array", "items": {"type": "object"}},
-                        "synthesis": {"type": ["object", "null"]},
-                        "result": {},
-                        "error": {"type": ["object", "null"]},
-                    },
-                },
-                "Connection": {
-                    "type": "object",
-                    "required": [
-                        "connection_id",
-                        "workflow_id",
-                        "remote",
-                        "connected_at",
-                        "messages_sent",
-                    ],
-                    "properties": {
-                        "connection_id": {"type": "string"},
-                        "workflow_id": nullable_string,
-                        "remote": nullable_string,
-                        "connected_at": {"type": "string"},
-                        "messages_sent": {"type": "integer"},
-                        "buffered_bytes": {"type": "integer"},
-                    },
-                },
-                "DashboardSession": {
-                    "type": "object",
-                    "required": ["key_required", "signed_in", "expires_at"],
-                    "properties": {
-                        "key_required": {"type": "boolean"},
-                        "signed_in": {"type": "boolean"},
-                        "expires_at": nullable_string,
-                    },
-                },
-                "Health": {
-                    "type": "object",
-                    "required": ["status", "accepting", "broker"],
-                    "properties": {
-                        "status": {"enum": ["ok", "shutting_down", "broker_unavailable"]},
-                        "accepting": {"type": "boolean"},
-                        "broker": {
-                            "type": "object",
-                            "required": ["kind"],
-                            "properties": {
-                                "kind": {"enum": ["memory", "redis"]},
-                                "address": {"type": "string"},
-                                "connected": {"type": "boolean"},
-                                "since": {"type": "number"},
-                            },
-                        },
-                    },
-                },
-            },
-        },
-    }
-
-
-def _dashboard_paths() -> dict[str, Any]:
-    """The live dashboard's page, files and session (``felix.web.dashboard``)."""
-    session = _json(
-        "Whether the page must ask for a key, and the session's expiry.",
-        {"$ref": "#/components/schemas/DashboardSession"},
-    )
-    cached = {
-        "description": "Unchanged since the ETag given in If-None-Match.",
-        "headers": {"ETag": {"schema": {"type": "string"}}},
-    }
-    return {
-        "/": {
-            "get": {
-                "summary": "The live dashboard (no key needed; it signs in by itself)",
-                "operationId": "dashboard",
-                "security": [{}],
-                "responses": {
-                    "200": {
-                        "description": "HTML.",
-                        "content": {"text/html": {"schema": {"type": "string"}}},
-                    },
-                    "304": cached,
-                },
-            },
-        },
-        "/dashboard/{name}": {
-            "get": {
-                "summary": "One of the dashboard's files: app.js, style.css, favicon.svg",
-                "operationId": "dashboardFile",
-                "security": [{}],
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The file.",
-                        "content": {
-                            "text/javascript": {"schema": {"type": "string"}},
-                            "text/css": {"schema": {"type": "string"}},
-                            "image/svg+xml": {"schema": {"type": "string"}},
-                        },
-                    },
-                    "304": cached,
-                    "404": _error("No such file."),
-                },
-            },
-        },
-        "/dashboard/session": {
-            "get": {
-                "summary": "The dashboard's session: is a key needed, is this browser signed in",
-                "operationId": "dashboardSession",
-                "security": [{}],
-                "responses": {"200": session},
-            },
-            "post": {
-                "summary": "Sign the dashboard in: the API key for a session cookie",
-                "operationId": "dashboardSignIn",
-                "responses": {
-                    "200": {
-                        **session,
-                        "headers": {
-                            "Set-Cookie": {
-                                "description": "felix_session (HttpOnly, SameSite=Strict); "
-                                "none in development mode.",
-                                "schema": {"type": "string"},
-                            }
-                        },
-                    },
-                    "401": _UNAUTHORIZED,
-                },
-            },
-            "delete": {
-                "summary": "Sign the dashboard out: clears the session cookie",
-                "operationId": "dashboardSignOut",
-                "security": [{}],
-                "responses": {"200": session},
-            },
-        },
+        "paths": _paths(settings),
+        "components": _components(),
     }
 
 
@@ -699,15 +593,14 @@ fetch("openapi.json").then(r => r.json()).then(doc => {
 """
 
 
-def add_openapi_routes(app: Quart, settings: Settings) -> None:
-    """Serve ``GET /openapi.json`` and ``GET /docs`` on ``app``."""
-    document = openapi_document(settings)
+def views(settings: Settings) -> dict[str, Callable[[], Awaitable[Response]]]:
+    """The handlers of ``GET /openapi.json`` and ``GET /docs``, by route name."""
+    document = encode(openapi_document(settings))
 
-    async def openapi_json() -> Response:
-        return jsonify(document)
+    async def openapi() -> Response:
+        return Response(document, content_type="application/json")
 
     async def docs() -> Response:
         return Response(_DOCS_PAGE, content_type="text/html; charset=utf-8")
 
-    app.add_url_rule("/openapi.json", "openapi", openapi_json, methods=["GET"])
-    app.add_url_rule("/docs", "docs", docs, methods=["GET"])
+    return {"openapi": openapi, "docs": docs}
