@@ -344,3 +344,11 @@ def test_match_finds_every_route_and_refuses_the_rest() -> None:
     with pytest.raises(MethodNotAllowed) as refused:
         match("PATCH", "/api/v1/workflows/x")
     assert refused.value.allow == ("DELETE", "GET", "HEAD")
+
+
+def test_the_api_reference_lists_the_route_table() -> None:
+    page = Path(__file__).parents[2] / "docs" / "reference" / "api.md"
+    section = page.read_text().split("### Routes and their policies", 1)[1].split("\n### ", 1)[0]
+    listed = set(re.findall(r"^\| `([A-Z]+) (/[^`]*)` \|", section, re.MULTILINE))
+    table = {("WS" if r.websocket else r.method, r.openapi_path) for r in ROUTES}
+    assert listed == table
