@@ -118,7 +118,7 @@ def _event_in(event_type: str) -> dict[str, Any]:
 
 _EVENT_IN: Final[dict[str, Any]] = {
     "description": "A workflow event: its type and its own fields, flat (extra fields are kept).",
-    "oneOf": [_event_in(event_type) for event_type in sorted(_EVENT_FIELDS)],
+    "oneOf": [_event_in(event_type) for event_type in _EVENT_FIELDS],
 }
 
 _EVENT_OUT: Final[dict[str, Any]] = {
@@ -129,6 +129,30 @@ _EVENT_OUT: Final[dict[str, Any]] = {
             "workflow_id": {"type": "string"},
             "seq": {"type": "integer", "minimum": 1},
             "timestamp": {"type": "string"},
+        },
+    ),
+    "additionalProperties": True,
+}
+
+
+_STATUS_QUERY: Final = {
+    "name": "status",
+    "in": "query",
+    "required": False,
+    "description": "Only workflows of this status (empty: all).",
+    "schema": {"anyOf": [{"$ref": "#/components/schemas/Status"}, {"const": ""}]},
+}
+#: A system broadcast: any type name but the workflow and server types.
+_SYSTEM_EVENT: Final[dict[str, Any]] = {
+    **_object(
+        ["type"],
+        {
+            "type": {
+                "type": "string",
+                "pattern": f"^{TYPE_NAME.pattern}$",
+                "not": {"enum": sorted(_RESERVED)},
+            },
+            **_NO_ENVELOPE,
         },
     ),
     "additionalProperties": True,
@@ -154,13 +178,6 @@ def _workflow_operations() -> dict[str, Operation]:
             "offset": _INTEGER,
         },
     )
-    status = {
-        "name": "status",
-        "in": "query",
-        "required": False,
-        "description": "Only workflows of this status (empty: all).",
-        "schema": {"anyOf": [{"$ref": "#/components/schemas/Status"}, {"const": ""}]},
-    }
     return {
         "create_workflow": {
             "summary": "Create a workflow",
@@ -176,7 +193,7 @@ def _workflow_operations() -> dict[str, Operation]:
         "list_workflows": {
             "summary": "List workflows",
             "parameters": [
-                status,
+                _STATUS_QUERY,
                 _int_query("limit", "At most this many workflows.", minimum=1, maximum=1000),
                 _int_query("offset", "Workflows to skip."),
             ],
@@ -264,20 +281,6 @@ def _other_api_operations(settings: Settings) -> dict[str, Operation]:
     token = _object(
         ["token", "expires_at"], {"token": {"type": "string"}, "expires_at": {"type": "string"}}
     )
-    system_event = {
-        **_object(
-            ["type"],
-            {
-                "type": {
-                    "type": "string",
-                    "pattern": f"^{TYPE_NAME.pattern}$",
-                    "not": {"enum": sorted(_RESERVED)},
-                },
-                **_NO_ENVELOPE,
-            },
-        ),
-        "additionalProperties": True,
-    }
     connections = _object(
         ["connections", "total"],
         {
@@ -297,7 +300,7 @@ def _other_api_operations(settings: Settings) -> dict[str, Operation]:
         },
         "broadcast": {
             "summary": "Send a system event to every connected client",
-            "requestBody": _body(system_event, required=True),
+            "requestBody": _body(_SYSTEM_EVENT, required=True),
             "responses": {
                 "202": _json(
                     "Queued.",
