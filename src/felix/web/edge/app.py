@@ -152,26 +152,30 @@ class Edge:
         return Admitted(route, found.params, query, credential)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        where = f"{scope['method']} {scope['path']}"
         try:
             admitted = self.admit(scope)
             route = admitted.route
-            if route.served_by is ServedBy.QUART:
+            limit = getattr(self.settings, route.body_limit) if route.body_limit else 0
+            if route.served_by is ServedBy.EDGE:
+                # Publish is the one plain HTTP route today; SSE routes will add theirs.
+                answer = await publish_events(
+                    self.hub, scope, receive, params=admitted.params, limit=limit
+                )
+            elif route.body_limit is not None:
                 # The one bounded reader reads the body; Quart gets it whole.
-                if route.body_limit is not None:
-                    limit = getattr(self.settings, route.body_limit)
-                    body = await read_body(receive, scope.get("headers", []), limit)
-                    receive = _replay(body, receive)
-                scope[CREDENTIAL] = admitted.credential
-                await self.quart(scope, receive, send)
-                return
-            limit = getattr(self.settings, route.body_limit or "max_body_bytes")
-            answer = await publish_events(
-                self.hub, scope, receive, params=admitted.params, limit=limit
-            )
+                receive = _replay(
+                    await read_body(receive, scope.get("headers", []), limit), receive
+                )
         except Exception as error:
-            await send_error(send, error, where=f"{scope['method']} {scope['path']}")
+            await send_error(send, error, where=where)
             return
-        await send_answer(send, json_answer(202, answer))
+        if route.served_by is ServedBy.EDGE:
+            await send_answer(send, json_answer(202, answer))
+            return
+        # Quart renders its own errors (through render_error) once it has the request.
+        scope[CREDENTIAL] = admitted.credential
+        await self.quart(scope, receive, send)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
