@@ -19,7 +19,9 @@ import trio
 import felix.web
 from felix.web import create_app
 from felix.web.edge import ROUTES, Credential, MethodNotAllowed, Route, RouteNotFound, match, quote
+from felix.web.edge import app as edge_app
 from felix.web.edge.params import MAX_QUERY_PARAMS, parse_query
+from felix.web.routes import rest
 from felix.web.routes.openapi import openapi_document
 from tests.conftest import Server, StartServer, create_workflow
 from tests.web.test_security import handshake, ws_path
@@ -352,3 +354,29 @@ def test_the_api_reference_lists_the_route_table() -> None:
     listed = set(re.findall(r"^\| `([A-Z]+) (/[^`]*)` \|", section, re.MULTILINE))
     table = {("WS" if r.websocket else r.method, r.openapi_path) for r in ROUTES}
     assert listed == table
+
+
+# --- one 500, logged once ------------------------------------------------------------------
+
+
+async def test_an_unexpected_error_is_one_500_logged_once(
+    start_server: StartServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(rest.VIEWS, "stats", broken)  # served by Quart
+    monkeypatch.setattr(edge_app, "publish_events", broken)  # served by the edge
+    server = await start_server()
+    async with server.client() as http:
+        workflow_id = await create_workflow(http)
+        for method, path in (
+            ("GET", "/api/v1/stats"),
+            ("POST", f"/api/v1/workflows/{workflow_id}/events"),
+        ):
+            caplog.clear()
+            body = error_body(await http.request(method, path, json={}), 500)
+            assert body == {"error": "internal_error", "message": "internal server error"}
+            logged = [r for r in caplog.records if r.exc_info and "boom" in str(r.exc_info[1])]
+            assert len(logged) == 1, (path, caplog.records)
+            assert "boom" not in str(body)
