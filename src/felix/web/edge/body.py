@@ -11,12 +11,13 @@ ever held.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
-from felix._errors import BadRequest, EventTooLarge
+from felix._core.events import decode_json
+from felix._errors import BadRequest, EventTooLarge, InvalidEvent
 from felix.web._asgi import Receive
 
-__all__ = ["MAX_LENGTH_DIGITS", "content_length", "read_body"]
+__all__ = ["MAX_LENGTH_DIGITS", "content_length", "parse_json", "read_body"]
 
 #: A Content-Length with more digits than this is over any limit Felix can have.
 MAX_LENGTH_DIGITS: Final = 18
@@ -63,3 +64,16 @@ async def read_body(receive: Receive, headers: Iterable[tuple[bytes, bytes]], li
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+
+
+def parse_json(body: bytes | str, *, optional: bool = False) -> Any:
+    """The JSON value of a request body read by :func:`read_body`; every route parses here.
+
+    An empty (or blank) body is None when ``optional``, else
+    :class:`~felix._errors.InvalidEvent` (422), as is malformed JSON.
+    """
+    if not body.strip():
+        if optional:
+            return None
+        raise InvalidEvent("the request body is empty; send JSON")
+    return decode_json(body)

@@ -15,11 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from felix._core.events import decode_json
 from felix._errors import InvalidEvent
 from felix._runtime.hub import Hub
 from felix.web._asgi import Receive, Scope
-from felix.web.edge.body import read_body
+from felix.web.edge.body import parse_json, read_body
 
 __all__ = ["publish_events"]
 
@@ -36,10 +35,7 @@ async def publish_events(
     """
     workflow_id = params["workflow_id"]
     await hub.require(workflow_id)
-    body = await read_body(receive, scope.get("headers", []), limit)
-    if not body.strip():
-        raise InvalidEvent("the request body is empty; send JSON")
-    parsed = decode_json(body)
+    parsed = parse_json(await read_body(receive, scope.get("headers", []), limit))
     if isinstance(parsed, list):
         if not parsed:
             raise InvalidEvent("the batch is empty; send at least one event")

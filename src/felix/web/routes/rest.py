@@ -17,10 +17,11 @@ from typing import Any, Final
 import trio
 from quart import Response, current_app, request
 
-from felix._core.events import decode_json, encode
+from felix._core.events import encode
 from felix._errors import InvalidEvent
 from felix._runtime.hub import Hub
 from felix.settings import Settings
+from felix.web.edge.body import parse_json
 from felix.web.edge.errors import quote
 from felix.web.edge.params import query_int
 from felix.web.edge.tokens import TokenSigner, expires_at
@@ -43,12 +44,7 @@ def _settings() -> Settings:
 
 async def _json_body(*, optional: bool = False) -> Any:
     # The edge has read the body already, within the route's limit.
-    data = await request.get_data(cache=False, as_text=False)
-    if not data.strip():
-        if optional:
-            return None
-        raise InvalidEvent("the request body is empty; send JSON")
-    return decode_json(data)
+    return parse_json(await request.get_data(cache=False, as_text=False), optional=optional)
 
 
 def _query_int(
