@@ -1,8 +1,10 @@
-"""The web layer: Quart-Trio REST routes, WebSocket routes, Hypercorn serving.
+"""The web layer: HTTP and WebSocket traffic into hub calls; no workflow state.
 
-It translates HTTP and WebSocket traffic into hub calls and holds no
-workflow state. Two modules fix defects of the stack and say so in their
-names: :mod:`felix.web.hypercorn.fix_http_close` and :mod:`felix.web.hypercorn.access_log`.
+- :mod:`felix.web.edge` — framework-free ASGI that every request passes: the route
+  table with each route's policy, one ``authenticate``, one error renderer, one body
+  reader, the workflow-id check, and the hot paths' handlers (publish, WebSocket).
+- :mod:`felix.web.routes` — what Quart-Trio serves: REST, metrics, OpenAPI, dashboard.
+- :mod:`felix.web.hypercorn` — the only code touching Hypercorn's internals.
 """
 
 from __future__ import annotations
