@@ -15,7 +15,7 @@ import pytest
 from felix._errors import AuthenticationError
 from felix.settings import Settings
 from felix.web.dashboard import content_security_policy
-from felix.web.hypercorn.access_log import RedactingLogger
+from felix.web.hypercorn import RedactingLogger
 from felix.web.session import SESSION_TTL, SessionSigner, session_credential
 from felix.web.tokens import TokenSigner
 from tests.conftest import Server, StartServer, create_workflow

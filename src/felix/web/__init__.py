@@ -2,7 +2,7 @@
 
 It translates HTTP and WebSocket traffic into hub calls and holds no
 workflow state. Two modules fix defects of the stack and say so in their
-names: :mod:`felix.web.hypercorn.fix_http_close` and :mod:`felix.web.hypercorn.access_log`.
+names: :mod:`felix.web.hypercorn.http_close` and :mod:`felix.web.hypercorn.logger`.
 """
 
 from __future__ import annotations

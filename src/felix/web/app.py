@@ -18,10 +18,13 @@ from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Receive, Scope, Send, send_error
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.dashboard import dashboard, is_dashboard_path
-from felix.web.hypercorn import FelixConfig, install
-from felix.web.hypercorn.access_log import RedactingLogger
-from felix.web.hypercorn.fix_http_close import close_http_connections
-from felix.web.hypercorn.fix_send_deadline import abort_stalled_writes
+from felix.web.hypercorn import (
+    FelixConfig,
+    RedactingLogger,
+    abort_stalled_writes,
+    close_http_connections,
+    install,
+)
 from felix.web.log_context import LogContext
 from felix.web.metrics import add_metrics_route
 from felix.web.openapi import OPEN_PATHS, add_openapi_routes

@@ -10,7 +10,7 @@ Each connection has one task of its own, the writer: it writes what direct
 writes left over and the subscription's queued frames, and finally the close
 frame. Client messages (pings, commands) and the disconnect reach
 :func:`_on_message` from Hypercorn's connection task
-(:mod:`felix.web.hypercorn.direct_read`), so no reader task waits in ``receive()``; a
+(:mod:`felix.web.hypercorn.connection`), so no reader task waits in ``receive()``; a
 disconnect ends the writer at once. Where that hand-over is not available, a
 reader task in a nursery with the writer does the same, and whichever ends
 first cancels the other. Leaving :meth:`Hub.subscribe`'s block unregisters the
@@ -48,8 +48,7 @@ from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send, send_error
 from felix.web.auth import check_api_key, key_from_headers
 from felix.web.fast_publish import PUBLISH_PATH, handle_publish
-from felix.web.hypercorn.direct_read import listen
-from felix.web.hypercorn.direct_write import DirectWriter
+from felix.web.hypercorn import DirectWriter, listen
 from felix.web.origins import names_host, parse_origin
 from felix.web.ratelimit import RateLimiter
 from felix.web.session import session_credential
