@@ -50,7 +50,7 @@ def _asyncio_client(url: str, headers: dict[str, str], body: bytes, reuse: bool)
     async def main() -> Answer:
         async with httpx.AsyncClient(timeout=30) as client:
             if reuse:
-                base = url.split("/api/")[0]
+                base = url.split("/api/", maxsplit=1)[0]
                 assert (await client.get(f"{base}/healthz")).status_code == 200
             response = await client.post(url, content=body, headers=headers)
             return response.status_code, response.json()
@@ -61,7 +61,7 @@ def _asyncio_client(url: str, headers: dict[str, str], body: bytes, reuse: bool)
 def _sync_client(url: str, headers: dict[str, str], body: bytes, reuse: bool) -> Answer:
     with httpx.Client(timeout=30) as client:
         if reuse:
-            assert client.get(url.split("/api/")[0] + "/healthz").status_code == 200
+            assert client.get(url.split("/api/", maxsplit=1)[0] + "/healthz").status_code == 200
         response = client.post(url, content=body, headers=headers)
         return response.status_code, response.json()
 
@@ -96,7 +96,7 @@ async def refusing_server(start_server: StartServer) -> tuple[Server, str]:
 
 
 async def _try(
-    client: str, server: Server, workflow_id: str, case: str, size: int, reuse: bool
+    client: str, server: Server, workflow_id: str, case: str, *, size: int, reuse: bool
 ) -> None:
     if client == "curl" and shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -115,7 +115,7 @@ async def test_a_body_too_large_gets_its_413(
     refusing_server: tuple[Server, str], client: str, size: int
 ) -> None:
     server, workflow_id = refusing_server
-    await _try(client, server, workflow_id, "413", size, reuse=False)
+    await _try(client, server, workflow_id, "413", size=size, reuse=False)
 
 
 @pytest.mark.parametrize("client", ["asyncio-httpx", "sync-httpx"])
@@ -124,7 +124,7 @@ async def test_on_a_connection_already_used_too(
 ) -> None:
     server, workflow_id = refusing_server
     for size in SIZES.values():
-        await _try(client, server, workflow_id, "413", size, reuse=True)
+        await _try(client, server, workflow_id, "413", size=size, reuse=True)
 
 
 @pytest.mark.parametrize("case", ["401", "404"])
@@ -133,7 +133,7 @@ async def test_other_early_refusals_are_read_too(
     refusing_server: tuple[Server, str], client: str, case: str
 ) -> None:
     server, workflow_id = refusing_server
-    await _try(client, server, workflow_id, case, 8 * MIB, reuse=False)
+    await _try(client, server, workflow_id, case, size=8 * MIB, reuse=False)
 
 
 async def test_a_429_before_the_body_is_read_too(start_server: StartServer) -> None:

@@ -46,6 +46,9 @@ class FelixConfig(Config):
     felix_linger_bytes: int = 16 * 1024 * 1024
     #: ... and for at most this many seconds.
     felix_linger_seconds: float = 5.0
+    #: Seconds a request body may take to arrive once its head has; past them
+    #: the request is answered 408 (if nothing was answered yet) and closed.
+    felix_body_timeout: float = 30.0
 
     def __init__(self) -> None:
         super().__init__()

@@ -36,6 +36,10 @@ Upstream's main branch (commit 0e2311f, the 0.18.0 release, checked December
    restarted at the hand-over, so an HTTP/2 connection with no open stream is
    closed after ``keep_alive_timeout``, like an idle HTTP/1.1 one. Delete when
    ``test_idle_http2_prior_knowledge_is_closed`` passes without it.
+6. **A request body that never ends** (defect). With the server
+   (:mod:`~felix.web.hypercorn.tcp_server`, 7): the body of a request must
+   arrive within ``felix_body_timeout`` of its head, or the request is
+   answered 408 (JSON, if nothing was answered yet) and the connection closed.
 5. **Three writes per response** (cost, ``felix_lean_http``). The head, the
    body and an empty end of message each cost a lock, a scope and a
    checkpoint; here the head is held until the body and empty writes skipped.
@@ -54,7 +58,7 @@ from hypercorn.typing import H11SendableEvent
 
 from felix._core.events import encode
 from felix.web.hypercorn.config import FelixConfig
-from felix.web.hypercorn.tcp_server import Linger
+from felix.web.hypercorn.tcp_server import BodyStarted, BodyTimedOut, Linger
 
 __all__ = ["FelixH11Protocol"]
 
@@ -86,6 +90,14 @@ def h11_connection_tokens(event: h11.Response) -> set[bytes]:
     }
 
 
+def _has_body(request: h11.Request) -> bool:
+    """Whether the request announces a body (most requests have none)."""
+    for name, value in request.headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
+
+
 def _framing_error(request: h11.Request) -> str | None:
     """Why RFC 9112 §6.1 says to refuse this request's framing, or None."""
     names = {name for name, _ in request.headers}
@@ -111,7 +123,24 @@ class FelixH11Protocol(H11Protocol):
         if self._felix_linger_left is not None and isinstance(event, RawData):
             await self._felix_discard(event.data)
             return
+        if isinstance(event, BodyTimedOut):
+            await self._felix_body_timed_out()
+            return
         await super().handle(event)
+
+    async def _felix_body_timed_out(self) -> None:
+        """(6) The body took too long: 408 if nothing was answered yet, and close."""
+        if not self._felix_body_unfinished():
+            return
+        await self._close_stream()  # the app gets its disconnect; its answer is dropped
+        if self.connection.our_state is h11.SEND_RESPONSE:
+            await self._felix_send_json(
+                408,
+                "request_timeout",
+                f"the request body did not arrive within {self.config.felix_body_timeout:g} s",
+            )
+        await self.can_read.set()
+        await self.send(Closed())
 
     # --- 1, 3, 4: the loop over h11's events (Hypercorn's, changed where marked) ------
 
@@ -137,6 +166,8 @@ class FelixH11Protocol(H11Protocol):
                     await self.send(Updated(idle=True))
                     raise
                 await self._create_stream(event)
+                if _has_body(event) and self._felix_body_unfinished():
+                    await self.send(BodyStarted())  # (6) the body's time bound
             elif event is h11.PAUSED:
                 await self.can_read.clear()
                 await self.can_read.wait()
@@ -149,6 +180,7 @@ class FelixH11Protocol(H11Protocol):
             elif isinstance(event, h11.Data):
                 await self.stream.handle(Body(stream_id=STREAM_ID, data=event.data))
             elif isinstance(event, h11.EndOfMessage):
+                await self.send(Updated(idle=False))  # (6) stops the body's timer
                 await self.stream.handle(EndBody(stream_id=STREAM_ID))
             elif isinstance(event, Data):  # WebSocket pass-through
                 await self.stream.handle(event)

@@ -35,6 +35,14 @@ own class for any other config). Upstream's main branch (commit 0e2311f, the
    ``felix_linger_seconds`` here and ``felix_linger_bytes`` in the protocol,
    like nginx's lingering close. Delete when ``tests/web/test_body_refusals.py``
    passes against Hypercorn's own classes.
+7. **A request body that never ends** (defect). Hypercorn stops the
+   keep-alive timer when a request head arrives and has no bound on its body
+   (``read_timeout`` would also cut idle WebSockets), so a client that sends a
+   head and then part of a body holds its connection forever. On
+   :class:`BodyStarted` the same timer runs for ``felix_body_timeout``; the
+   protocol stops it when the body is complete, or answers 408 and closes.
+   Delete when ``tests/web/test_time_bounds.py::test_a_body_that_never_finishes``
+   passes against Hypercorn's own classes.
 6. **The connection, reachable** (not a defect). The handler serving a task
    is in :data:`CURRENT_SERVER`, inherited by the app's task, which is how
    :mod:`felix.web.hypercorn.connection` finds it.
@@ -58,6 +66,8 @@ from felix.web.hypercorn.config import FelixConfig
 
 __all__ = [
     "CURRENT_SERVER",
+    "BodyStarted",
+    "BodyTimedOut",
     "FelixTCPServer",
     "Linger",
     "QuickIdleTimer",
@@ -74,6 +84,14 @@ CURRENT_SERVER: ContextVar[FelixTCPServer | None] = ContextVar("felix_current_se
 
 class Linger(Event):
     """From the protocol: the response is out, the request body still coming (5)."""
+
+
+class BodyStarted(Event):
+    """From the protocol: a request head is in and its body is coming (7)."""
+
+
+class BodyTimedOut(Event):
+    """To the protocol: the body did not arrive within ``felix_body_timeout`` (7)."""
 
 
 class FelixTCPServer(TCPServer):
@@ -118,6 +136,9 @@ class FelixTCPServer(TCPServer):
     async def protocol_send(self, event: Event) -> None:
         if isinstance(event, Linger):
             await self._felix_linger()
+            return
+        if isinstance(event, BodyStarted):
+            await self.idle_task.restart(self._task_group, self._felix_body_timeout)
             return
         if not isinstance(event, RawData):
             await super().protocol_send(event)
@@ -217,6 +238,11 @@ class FelixTCPServer(TCPServer):
         if self._felix_read_scope is not None:
             deadline = trio.current_time() + self.config.felix_linger_seconds
             self._felix_read_scope.deadline = min(self._felix_read_scope.deadline, deadline)
+
+    async def _felix_body_timeout(self) -> None:
+        await trio.sleep(self.config.felix_body_timeout)
+        with trio.CancelScope(shield=True):
+            await self.protocol.handle(BodyTimedOut())
 
     # --- reads (3, 5) -------------------------------------------------------------------
 
