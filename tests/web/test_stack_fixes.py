@@ -460,3 +460,68 @@ async def test_late_ping_cancels_the_callers_nursery_without_the_fix() -> None:
 async def test_late_ping_is_ignored_with_the_fix() -> None:
     assert trio_websocket_pong.installed()
     assert await leaves_cleanly()
+
+
+# --- the adapter leaves other Hypercorn apps in the process alone ---------------------------
+
+
+def _live(cls: type, config: Any) -> list[type]:
+    """The exact types of the live instances of ``cls`` serving ``config``."""
+    return [
+        type(o)
+        for o in gc.get_objects()
+        if isinstance(o, cls) and getattr(o, "config", None) is config
+    ]
+
+
+async def test_a_plain_hypercorn_app_gets_stock_behaviour(nursery: trio.Nursery) -> None:
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.ws_stream import WSStream
+    from hypercorn.trio.tcp_server import TCPServer
+
+    hypercorn_patches.install()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": f"{message['type']}.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen[scope["type"]] = {
+            "connection": hypercorn_patches.current_connection(),
+            "listen": hypercorn_patches.listen(lambda message: None),
+            "inbox": type(receive.__self__),
+            "classes": _live(TCPServer, config) + _live(H11Protocol, config),
+            "streams": _live(WSStream, config),
+        }
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    binds: list[str] = await nursery.start(hypercorn.trio.serve, app, config)
+    port = int(binds[0].rsplit(":", 1)[1])
+    sock = trio.socket.socket()
+    with sock:
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            first = await sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 100 ")  # stock: before the app answered
+    sock, _ = await raw_websocket(binds[0], "/")
+    sock.close()
+    assert hypercorn_patches.installed()
+    for kind in ("http", "websocket"):
+        assert seen[kind]["connection"] is None
+        assert seen[kind]["listen"] is None
+        assert seen[kind]["inbox"] is trio.MemoryReceiveChannel
+        assert set(seen[kind]["classes"]) == {TCPServer, H11Protocol}
+    assert set(seen["websocket"]["streams"]) == {WSStream}

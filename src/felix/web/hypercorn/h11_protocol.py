@@ -116,6 +116,8 @@ class FelixH11Protocol(H11Protocol):
     config: FelixConfig  # built only for one (see install())
 
     _felix_held: bytes = b""
+    #: Set once the 408 of (6) is out: the app's own answer is dropped.
+    _felix_timed_out: bool = False
     #: Bytes of request body still to discard while lingering; None if not (2).
     _felix_linger_left: int | None = None
 
@@ -132,13 +134,14 @@ class FelixH11Protocol(H11Protocol):
         """(6) The body took too long: 408 if nothing was answered yet, and close."""
         if not self._felix_body_unfinished():
             return
-        await self._close_stream()  # the app gets its disconnect; its answer is dropped
         if self.connection.our_state is h11.SEND_RESPONSE:
             await self._felix_send_json(
                 408,
                 "request_timeout",
                 f"the request body did not arrive within {self.config.felix_body_timeout:g} s",
             )
+        self._felix_timed_out = True
+        await self._close_stream()  # the app gets its disconnect; its answer is dropped
         await self.can_read.set()
         await self.send(Closed())
 
@@ -282,6 +285,8 @@ class FelixH11Protocol(H11Protocol):
     # --- 2, 5: writes ------------------------------------------------------------------
 
     async def _send_h11_event(self, event: H11SendableEvent) -> None:
+        if self._felix_timed_out:
+            return  # (6) the 408 was the answer
         if (
             isinstance(event, h11.Response)
             and self._felix_body_unfinished()
