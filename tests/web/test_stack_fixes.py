@@ -157,6 +157,22 @@ async def test_trio_websocket_fixed(server: Server) -> None:
     assert await leaked_sockets(server, await finished_workflow(server)) == 0
 
 
+async def test_trio_websocket_fix_can_be_limited_to_felix_connections(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As felix.client should install it: a program's own connections keep
+    # trio-websocket's behaviour (here, its leaks); Felix's get the fix.
+    from felix._patches import felix_connections
+
+    monkeypatch.setattr(trio_websocket_leaks, "_everywhere", False)
+    trio_websocket_leaks.install(everywhere=False)
+    assert not trio_websocket_leaks._everywhere
+    workflow_id = await finished_workflow(server)
+    assert await leaked_sockets(server, workflow_id) == 2
+    with felix_connections():
+        assert await leaked_sockets(server, await finished_workflow(server)) == 0
+
+
 # --- Hypercorn's access log: secrets in query strings and headers ------------------------
 
 
