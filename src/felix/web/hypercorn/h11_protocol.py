@@ -90,14 +90,6 @@ def h11_connection_tokens(event: h11.Response) -> set[bytes]:
     }
 
 
-def _has_body(request: h11.Request) -> bool:
-    """Whether the request announces a body (most requests have none)."""
-    for name, value in request.headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
-            return True
-    return False
-
-
 def _framing_error(request: h11.Request) -> str | None:
     """Why RFC 9112 §6.1 says to refuse this request's framing, or None."""
     names = {name for name, _ in request.headers}
@@ -116,6 +108,8 @@ class FelixH11Protocol(H11Protocol):
     config: FelixConfig  # built only for one (see install())
 
     _felix_held: bytes = b""
+    #: Whether the body's timer of (6) runs.
+    _felix_body_timer: bool = False
     #: Set once the 408 of (6) is out: the app's own answer is dropped.
     _felix_timed_out: bool = False
     #: Bytes of request body still to discard while lingering; None if not (2).
@@ -169,24 +163,33 @@ class FelixH11Protocol(H11Protocol):
                     await self.send(Updated(idle=True))
                     raise
                 await self._create_stream(event)
-                if _has_body(event) and self._felix_body_unfinished():
-                    await self.send(BodyStarted())  # (6) the body's time bound
             elif event is h11.PAUSED:
                 await self.can_read.clear()
                 await self.can_read.wait()
-            elif (
-                isinstance(event, h11.ConnectionClosed)
-                or event is h11.NEED_DATA
-                or self.stream is None
-            ):
+            elif event is h11.NEED_DATA:
+                await self._felix_arm_body_timer()
+                break
+            elif isinstance(event, h11.ConnectionClosed) or self.stream is None:
                 break
             elif isinstance(event, h11.Data):
                 await self.stream.handle(Body(stream_id=STREAM_ID, data=event.data))
             elif isinstance(event, h11.EndOfMessage):
-                await self.send(Updated(idle=False))  # (6) stops the body's timer
+                if self._felix_body_timer:  # (6) the body is in: stop its timer
+                    self._felix_body_timer = False
+                    await self.send(Updated(idle=False))
                 await self.stream.handle(EndBody(stream_id=STREAM_ID))
             elif isinstance(event, Data):  # WebSocket pass-through
                 await self.stream.handle(event)
+
+    async def _felix_arm_body_timer(self) -> None:
+        """(6) Waiting for more of a request body: it must come within the body timeout.
+
+        Armed only when a body is actually waited for, so a request whose body
+        came with its head (most publishes) costs no timer.
+        """
+        if not self._felix_body_timer and self.stream is not None and self._felix_body_unfinished():
+            self._felix_body_timer = True
+            await self.send(BodyStarted())
 
     async def _create_stream(self, request: h11.Request) -> None:
         await super()._create_stream(request)
