@@ -9,8 +9,8 @@ the server closes it after that bound and not long before.
 | a request head that never completes     | ``FELIX_KEEP_ALIVE_TIMEOUT``                |
 | idle HTTP/1.1 between requests          | ``FELIX_KEEP_ALIVE_TIMEOUT``                |
 | idle HTTP/2 (no open stream)            | ``FELIX_KEEP_ALIVE_TIMEOUT``                |
-| a request body that never finishes      | ``FelixConfig.felix_body_timeout`` (408)    |
-| a refused body still arriving (linger)  | ``FelixConfig.felix_linger_seconds``        |
+| a request body that never finishes      | ``FELIX_BODY_TIMEOUT`` (then 408)           |
+| a refused body still arriving (linger)  | ``FELIX_LINGER_SECONDS``                    |
 | an idle WebSocket whose peer is gone    | ``FELIX_PING_INTERVAL + FELIX_PING_TIMEOUT`` |
 """
 
@@ -21,7 +21,6 @@ import json
 import pytest
 import trio
 
-from felix.web.hypercorn import FelixConfig
 from tests.conftest import Server, StartServer, create_workflow, raw_websocket, wait_until
 
 BOUND = 0.5
@@ -56,11 +55,14 @@ def within_bound(elapsed: float) -> bool:
 
 
 @pytest.fixture
-async def server(start_server: StartServer, monkeypatch: pytest.MonkeyPatch) -> Server:
-    monkeypatch.setattr(FelixConfig, "felix_body_timeout", BOUND)
-    monkeypatch.setattr(FelixConfig, "felix_linger_seconds", BOUND)
+async def server(start_server: StartServer) -> Server:
     return await start_server(
-        keep_alive_timeout=BOUND, api_keys=(KEY,), ping_interval=BOUND / 2, ping_timeout=BOUND / 2
+        keep_alive_timeout=BOUND,
+        body_timeout=BOUND,
+        linger_seconds=BOUND,
+        api_keys=(KEY,),
+        ping_interval=BOUND / 2,
+        ping_timeout=BOUND / 2,
     )
 
 

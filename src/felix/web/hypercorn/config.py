@@ -41,13 +41,13 @@ class FelixConfig(Config):
     #: One write per response, quick writes, a cheaper keep-alive timer (see h11_protocol).
     felix_lean_http: bool = True
     #: After refusing a request whose body is still arriving, read and discard
-    #: at most this many bytes of it before closing (a lingering close), so
-    #: the client reads the refusal instead of a reset.
+    #: at most this many bytes of it before closing (a lingering close), so the
+    #: client reads the refusal instead of a reset (``FELIX_LINGER_BYTES``).
     felix_linger_bytes: int = 16 * 1024 * 1024
-    #: ... and for at most this many seconds.
+    #: ... and for at most this many seconds (``FELIX_LINGER_SECONDS``).
     felix_linger_seconds: float = 5.0
     #: Seconds a request body may take to arrive once its head has; past them
-    #: the request is answered 408 (if nothing was answered yet) and closed.
+    #: the request is answered 408 and closed (``FELIX_BODY_TIMEOUT``).
     felix_body_timeout: float = 30.0
 
     def __init__(self) -> None:
@@ -70,6 +70,9 @@ class FelixConfig(Config):
         config.keep_alive_timeout = settings.keep_alive_timeout
         config.websocket_max_message_size = settings.max_client_frame_bytes
         config.websocket_ping_interval = settings.ping_interval
+        config.felix_body_timeout = settings.body_timeout
+        config.felix_linger_seconds = settings.linger_seconds
+        config.felix_linger_bytes = settings.linger_bytes
         return config
 
 
