@@ -55,11 +55,19 @@ class Connection:
     def __init__(self, server: FelixTCPServer, stream: FelixWSStream) -> None:
         self._server = server
         self._stream = stream
-        self._sock: Any = _plain_socket(server) if _uncompressed(stream) else None
+        self._resolved = False
+        self._sock: Any = None
 
     @property
     def can_write_direct(self) -> bool:
-        """Whether :meth:`try_send` may be used (no compression, HTTP/1.1, no TLS)."""
+        """Whether :meth:`try_send` may be used (no compression, HTTP/1.1, no TLS).
+
+        Known once the WebSocket is accepted (compression is negotiated then);
+        False before.
+        """
+        if not self._resolved and self._stream.state is ASGIWebsocketState.CONNECTED:
+            self._resolved = True
+            self._sock = _plain_socket(self._server) if _uncompressed(self._stream) else None
         return self._sock is not None
 
     def listen(self, sink: MessageSink) -> bool:
@@ -79,9 +87,11 @@ class Connection:
         bytes behind it instead. Never raises.
         """
         stream = self._stream
+        sock = self._sock
+        if sock is None and (self._resolved or not self.can_write_direct):
+            return 0  # (the hot path pays one attribute test once resolved)
         if (
-            self._sock is None
-            or self._server.send_lock.locked()
+            self._server.send_lock.locked()
             or stream.closed
             or stream.state is not ASGIWebsocketState.CONNECTED
         ):
