@@ -167,7 +167,9 @@ class FelixH11Protocol(H11Protocol):
                 await self.can_read.clear()
                 await self.can_read.wait()
             elif event is h11.NEED_DATA:
-                await self._felix_arm_body_timer()
+                # (6) Tested here rather than in a call: this runs after every read.
+                if not self._felix_body_timer and self._felix_body_unfinished():
+                    await self._felix_arm_body_timer()
                 break
             elif isinstance(event, h11.ConnectionClosed) or self.stream is None:
                 break
