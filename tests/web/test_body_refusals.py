@@ -150,6 +150,9 @@ async def test_a_429_before_the_body_is_read_too(start_server: StartServer) -> N
             _asyncio_client, url, headers, b" " * (8 * MIB), False
         )
         assert (status, error["error"]) == (429, "rate_limited")
+    path = f"/api/v1/workflows/{workflow_id}/events"
+    answer = await _head(int(server.http.rsplit(":", 1)[1]), _expecting(path, 8 * MIB))
+    assert answer.startswith(b"HTTP/1.1 429 "), answer  # and no 100 Continue before it
 
 
 async def test_a_chunked_body_refused_half_way_is_read_too(
