@@ -21,9 +21,9 @@ fuzz``). No schema is used: this file throws what a schema cannot describe
 OpenAPI description (schemathesis) is a separate, complementary job.
 
 Two defects it found have their own tests below: an h2c upgrade that pinned a
-task the server could not cancel (felix.web.hypercorn.fix_http_close now bounds its
+task the server could not cancel (felix.web.hypercorn.http_close now bounds its
 shield) and a message after one over the size limit that stopped the whole
-server (felix.web.hypercorn.fix_oversized_message).
+server (felix.web.hypercorn.ws_stream).
 """
 
 from __future__ import annotations

@@ -175,6 +175,13 @@ class Settings:
     broker_feed_length: int = attrs.field(default=100_000, validator=_positive)
     #: Seconds a node keeps its copy of a workflow nobody on it watches (Redis broker).
     broker_idle_seconds: float = attrs.field(default=60.0, validator=_positive)
+    #: Seconds a request body may take to arrive once its head has; 408 and close beyond.
+    body_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: After refusing a request whose body is still arriving, seconds to read and
+    #: discard the rest before closing (so the client reads the refusal, not a reset).
+    linger_seconds: float = attrs.field(default=5.0, validator=_non_negative)
+    #: ... and at most this many bytes of it.
+    linger_bytes: int = attrs.field(default=16 * MIB, validator=_non_negative)
 
     @property
     def dev_mode(self) -> bool:
@@ -423,5 +430,23 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_BROKER_IDLE_SECONDS",
         "number",
         "Seconds a node keeps its local copy of a workflow that nobody on it watches.",
+    ),
+    "body_timeout": (
+        "FELIX_BODY_TIMEOUT",
+        "number",
+        "Seconds a request body may take to arrive once its head has; beyond, the request "
+        "is answered 408 request_timeout and the connection closed.",
+    ),
+    "linger_seconds": (
+        "FELIX_LINGER_SECONDS",
+        "number",
+        "After a refusal sent while the request body is still arriving (413, 401, 404, 429), "
+        "seconds the server reads and discards the rest before closing, so the client reads "
+        "the refusal instead of a connection reset.",
+    ),
+    "linger_bytes": (
+        "FELIX_LINGER_BYTES",
+        "integer",
+        "The most bytes of a refused request body read and discarded that way.",
     ),
 }

@@ -257,13 +257,6 @@ async def test_a_body_to_a_refused_request_is_refused_unread(keyed: Server) -> N
     assert statuses[-1] == b"HTTP/1.1 401", statuses
 
 
-@pytest.mark.xfail(
-    reason="Hypercorn 0.18's H11Protocol sends 100 Continue from its connection loop as soon as "
-    "the head is parsed, whatever the app does; the edge never calls receive() for a refused "
-    "body, and the adapter (felix.web.hypercorn, issue 12 item 4) must stop the eager 100. "
-    "Remove this marker when it does.",
-    strict=True,
-)
 @pytest.mark.parametrize("route", ROUTES_WITH_BODIES)
 async def test_a_refused_body_is_never_invited(start_server: StartServer, route: str) -> None:
     server = await start_server(max_body_bytes=1000)

@@ -17,11 +17,10 @@ from hypercorn.events import RawData
 
 from felix._core.events import make_frame
 from felix._runtime.subscription import Subscription
-from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
-from felix.web.hypercorn.lean_connection import AppInbox
+from felix.web.hypercorn import AppInbox, FelixConfig, FelixTCPServer
 from tests.conftest import StartServer, create_workflow, raw_websocket, task_names, wait_until
 
-PINGER = "felix.web.hypercorn.fix_dead_peers.Pinger._run"
+PINGER = "felix.web.hypercorn.pinger.Pinger._run"
 
 
 async def test_an_idle_websocket_costs_two_tasks(start_server: StartServer) -> None:
@@ -90,15 +89,16 @@ async def test_client_commands_are_answered_and_a_disconnect_ends_the_connection
 
 
 class _Peer:
-    """A DeadlineTCPServer over a socket pair, without the rest of Hypercorn."""
+    """A FelixTCPServer over a socket pair, without the rest of Hypercorn."""
 
     def __init__(self) -> None:
         ours, self.theirs = stdlib_socket.socketpair()
-        server: Any = DeadlineTCPServer.__new__(DeadlineTCPServer)
-        server.config = type("Config", (), {"felix_send_timeout": 5.0})()
+        server: Any = FelixTCPServer.__new__(FelixTCPServer)
+        server.config = FelixConfig()
+        server.config.felix_send_timeout = 5.0
         server.send_lock = trio.Lock()
         server.stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
-        self.server: DeadlineTCPServer = server
+        self.server: FelixTCPServer = server
 
     def read(self) -> bytes:
         self.theirs.setblocking(False)

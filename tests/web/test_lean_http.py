@@ -1,4 +1,4 @@
-"""What Hypercorn does per request, cut down (``felix.web.hypercorn.lean_http``)."""
+"""What Hypercorn does per request, cut down (``felix.web.hypercorn.h11_protocol``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import trio
 from hypercorn.events import RawData
 
 import felix.web.hypercorn as hypercorn_patches
-from felix.web.hypercorn.lean_http import QuickIdleTimer
+from felix.web.hypercorn import QuickIdleTimer
 from tests.conftest import StartServer
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"

@@ -765,7 +765,7 @@ async def test_no_secret_reaches_any_log(
     ],
 )
 def test_access_log_query_redaction(query: bytes) -> None:
-    from felix.web.hypercorn.access_log import redact_query
+    from felix.web.hypercorn import redact_query
 
     redacted = redact_query(query)
     assert b"SECRET" not in redacted

@@ -16,7 +16,7 @@ from felix._errors import AuthenticationError
 from felix.settings import Settings
 from felix.web.edge.session import SESSION_TTL, SessionSigner, session_credential
 from felix.web.edge.tokens import TokenSigner
-from felix.web.hypercorn.access_log import RedactingLogger
+from felix.web.hypercorn import RedactingLogger
 from felix.web.routes.dashboard import content_security_policy
 from tests.conftest import Server, StartServer, create_workflow
 from tests.web.test_security import handshake, ws_path

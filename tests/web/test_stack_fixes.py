@@ -21,7 +21,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, WebSocketConnec
 import felix
 import felix.web.hypercorn as hypercorn_patches
 from felix._patches import trio_websocket_leaks, trio_websocket_pong
-from felix.web.hypercorn.fix_http_close import close_http_connections
+from felix.web.hypercorn import close_http_connections
 from tests.conftest import (
     Server,
     StartServer,
@@ -157,6 +157,22 @@ async def test_trio_websocket_fixed(server: Server) -> None:
     assert await leaked_sockets(server, await finished_workflow(server)) == 0
 
 
+async def test_trio_websocket_fix_can_be_limited_to_felix_connections(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As felix.client should install it: a program's own connections keep
+    # trio-websocket's behaviour (here, its leaks); Felix's get the fix.
+    from felix._patches import felix_connections
+
+    monkeypatch.setattr(trio_websocket_leaks, "_everywhere", False)
+    trio_websocket_leaks.install(everywhere=False)
+    assert not trio_websocket_leaks._everywhere
+    workflow_id = await finished_workflow(server)
+    assert await leaked_sockets(server, workflow_id) == 2
+    with felix_connections():
+        assert await leaked_sockets(server, await finished_workflow(server)) == 0
+
+
 # --- Hypercorn's access log: secrets in query strings and headers ------------------------
 
 
@@ -202,35 +218,129 @@ def stock_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(felix.web.app, "hypercorn_config", without_fixes)
 
 
+#: Every upstream method Felix's classes override or call, with the signature it
+#: was written against (Hypercorn 0.18.0). A changed signature fails here, loudly,
+#: instead of a fix silently doing nothing after an upgrade.
+UPSTREAM_SIGNATURES = {
+    "hypercorn.trio.tcp_server.TCPServer.__init__": (
+        "(self, app: 'AppWrapper', config: 'Config', context: 'WorkerContext', "
+        "state: 'LifespanState', stream: 'trio.SSLStream[trio.SocketStream]') -> 'None'"
+    ),
+    "hypercorn.trio.tcp_server.TCPServer.protocol_send": "(self, event: 'Event') -> 'None'",
+    "hypercorn.trio.tcp_server.TCPServer._read_data": "(self) -> 'None'",
+    "hypercorn.trio.tcp_server.TCPServer._close": "(self) -> 'None'",
+    "hypercorn.protocol.ws_stream.WSStream.handle": "(self, event: 'Event') -> 'None'",
+    "hypercorn.protocol.ws_stream.WSStream._handle_events": "(self) -> 'None'",
+    "hypercorn.protocol.ws_stream.WSStream._accept": (
+        "(self, message: 'WebsocketAcceptEvent') -> 'None'"
+    ),
+    "hypercorn.protocol.ws_stream.WSStream._send_pings": "(self) -> 'None'",
+    "hypercorn.protocol.ws_stream.WSStream._send_wsproto_event": (
+        "(self, event: 'WSProtoEvent') -> 'None'"
+    ),
+    "hypercorn.protocol.h11.H11Protocol.handle": "(self, event: 'Event') -> 'None'",
+    "hypercorn.protocol.h11.H11Protocol._handle_events": "(self) -> 'None'",
+    "hypercorn.protocol.h11.H11Protocol._create_stream": "(self, request: 'h11.Request') -> 'None'",
+    "hypercorn.protocol.h11.H11Protocol._send_h11_event": (
+        "(self, event: 'H11SendableEvent') -> 'None'"
+    ),
+    "hypercorn.protocol.h11.H11Protocol._send_error_response": (
+        "(self, status_code: 'int') -> 'None'"
+    ),
+    "hypercorn.protocol.h11.H11Protocol._maybe_recycle": "(self) -> 'None'",
+    "hypercorn.protocol.h11.H11Protocol._check_protocol": "(self, event: 'h11.Request') -> 'None'",
+    "hypercorn.protocol.h11.H11Protocol._close_stream": "(self) -> 'None'",
+    "hypercorn.trio.task_group.TaskGroup.spawn_app": (
+        "(self, app: 'AppWrapper', config: 'Config', scope: 'Scope', "
+        "send: 'Callable[[ASGISendEvent | None], Awaitable[None]]') "
+        "-> 'Callable[[ASGIReceiveEvent], Awaitable[None]]'"
+    ),
+    "hypercorn.trio.task_group._handle": (
+        "(app: 'AppWrapper', config: 'Config', scope: 'Scope', "
+        "receive: 'ASGIReceiveCallable', "
+        "send: 'Callable[[ASGISendEvent | None], Awaitable[None]]', "
+        "sync_spawn: 'Callable', call_soon: 'Callable') -> 'None'"
+    ),
+    "hypercorn.logging.Logger.atoms": (
+        "(self, request: 'WWWScope', response: 'ResponseSummary | None', "
+        "request_time: 'float') -> 'Mapping[str, str]'"
+    ),
+}
+
+#: Other upstream names the adapter reads (attributes set in __init__ are checked
+#: on a live object in test_a_plain_hypercorn_app_gets_stock_behaviour).
+UPSTREAM_NAMES = (
+    "hypercorn.trio.tcp_server.MAX_RECV",
+    "hypercorn.protocol.h11.STREAM_ID",
+    "hypercorn.protocol.h11.H2ProtocolAssumedError",
+    "hypercorn.protocol.h11.H11WSConnection",
+    "hypercorn.protocol.ws_stream.FrameTooLargeError",
+    "hypercorn.protocol.ws_stream.ASGIWebsocketState",
+    "hypercorn.trio.worker_context.TrioSingleTask.restart",
+    "hypercorn.trio.worker_context.TrioSingleTask.stop",
+    "trio._highlevel_serve_listeners.LOGGER",
+    "trio.socket.SocketType",
+)
+
+
+def _resolve(dotted: str) -> Any:
+    import importlib
+
+    parts = dotted.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for part in parts[split:]:
+            target = getattr(target, part)
+        return target
+    raise AssertionError(dotted)
+
+
+def test_every_upstream_name_overridden_still_exists_as_written_against() -> None:
+    import inspect
+
+    for dotted, expected in UPSTREAM_SIGNATURES.items():
+        assert str(inspect.signature(_resolve(dotted))) == expected, dotted
+    for dotted in UPSTREAM_NAMES:
+        _resolve(dotted)
+    # And every method a Felix class overrides is in the list above.
+    from felix.web.hypercorn import h11_protocol, logger, task_group, tcp_server, ws_stream
+
+    for module, cls in (
+        (tcp_server, hypercorn_patches.FelixTCPServer),
+        (ws_stream, hypercorn_patches.FelixWSStream),
+        (h11_protocol, hypercorn_patches.FelixH11Protocol),
+        (task_group, hypercorn_patches.LeanTaskGroup),
+        (logger, hypercorn_patches.RedactingLogger),
+    ):
+        upstream = cls.__mro__[1]
+        overridden = {
+            name
+            for name, value in vars(cls).items()
+            if callable(value) and name in vars(upstream) and name != "__init_subclass__"
+        }
+        assert overridden <= set(module.OVERRIDES), (cls, overridden)
+        for name in module.OVERRIDES:
+            key = f"{upstream.__module__}.{upstream.__qualname__}.{name}"
+            assert key in UPSTREAM_SIGNATURES, key
+
+
 async def test_serving_installs_the_patches(server: Server) -> None:
     # If a Hypercorn upgrade renames what install() rebinds, this fails
     # rather than the fixes silently doing nothing.
-    import hypercorn.protocol
-    import hypercorn.protocol.h11
-    import hypercorn.trio.run
-
-    from felix.web.hypercorn.direct_read import DirectReadWSStream
-    from felix.web.hypercorn.fix_dead_peers import DeadPeerWSStream
-    from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
-    from felix.web.hypercorn.lean_connection import LeanReadTCPServer, LeanWSStream
-    from felix.web.hypercorn.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
-
     assert hypercorn_patches.installed()
-    assert getattr(hypercorn.trio.run, "TCPServer") is hypercorn_patches.FelixTCPServer  # noqa: B009
-    assert getattr(hypercorn.protocol.h11, "WSStream") is hypercorn_patches.FelixWSStream  # noqa: B009
-    assert getattr(hypercorn.protocol, "H11Protocol") is OneWriteH11Protocol  # noqa: B009
-    # The methods overridden must still exist upstream, or the override is dead code.
-    for cls, names in (
-        (DeadlineTCPServer, ("protocol_send", "_close")),
-        (LeanReadTCPServer, ("_read_data",)),
-        (DeadPeerWSStream, ("handle", "_send_pings", "_send_wsproto_event")),
-        (DirectReadWSStream, ("handle",)),
-        (LeanWSStream, ("_accept",)),
-        (QuickWriteTCPServer, ("protocol_send",)),
-        (OneWriteH11Protocol, ("_send_h11_event",)),
-    ):
-        for name in names:
-            assert hasattr(cls.__mro__[1], name), (cls, name)
+    for module, name, ours, upstream in hypercorn_patches.REBINDS:
+        assert getattr(module, name) is ours, (module, name)
+        # What was replaced is the upstream class, still defined where it was.
+        assert getattr(importlib_module(upstream.__module__), upstream.__name__) is upstream
+
+
+def importlib_module(name: str) -> Any:
+    import importlib
+
+    return importlib.import_module(name)
 
 
 async def fill_until_stalled(server: Server, client: Any, workflow_id: str) -> None:
@@ -366,3 +476,68 @@ async def test_late_ping_cancels_the_callers_nursery_without_the_fix() -> None:
 async def test_late_ping_is_ignored_with_the_fix() -> None:
     assert trio_websocket_pong.installed()
     assert await leaves_cleanly()
+
+
+# --- the adapter leaves other Hypercorn apps in the process alone ---------------------------
+
+
+def _live(cls: type, config: Any) -> list[type]:
+    """The exact types of the live instances of ``cls`` serving ``config``."""
+    return [
+        type(o)
+        for o in gc.get_objects()
+        if isinstance(o, cls) and getattr(o, "config", None) is config
+    ]
+
+
+async def test_a_plain_hypercorn_app_gets_stock_behaviour(nursery: trio.Nursery) -> None:
+    from hypercorn.protocol.h11 import H11Protocol
+    from hypercorn.protocol.ws_stream import WSStream
+    from hypercorn.trio.tcp_server import TCPServer
+
+    hypercorn_patches.install()
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    seen: dict[str, Any] = {}
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": f"{message['type']}.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        seen[scope["type"]] = {
+            "connection": hypercorn_patches.current_connection(),
+            "listen": hypercorn_patches.listen(lambda message: None),
+            "inbox": type(receive.__self__),
+            "classes": _live(TCPServer, config) + _live(H11Protocol, config),
+            "streams": _live(WSStream, config),
+        }
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": 1000})
+            return
+        await send({"type": "http.response.start", "status": 413, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    binds: list[str] = await nursery.start(hypercorn.trio.serve, app, config)
+    port = int(binds[0].rsplit(":", 1)[1])
+    sock = trio.socket.socket()
+    with sock:
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(
+            b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\nExpect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(5):
+            first = await sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 100 ")  # stock: before the app answered
+    sock, _ = await raw_websocket(binds[0], "/")
+    sock.close()
+    assert hypercorn_patches.installed()
+    for kind in ("http", "websocket"):
+        assert seen[kind]["connection"] is None
+        assert seen[kind]["listen"] is None
+        assert seen[kind]["inbox"] is trio.MemoryReceiveChannel
+        assert set(seen[kind]["classes"]) == {TCPServer, H11Protocol}
+    assert set(seen["websocket"]["streams"]) == {WSStream}

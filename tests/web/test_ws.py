@@ -378,7 +378,7 @@ async def test_both_write_paths_keep_order_and_close(
 ) -> None:
     """The hot path (frames written straight to the socket) and the ASGI path
     (used with compression, HTTP/2 or TLS) deliver the same stream."""
-    from felix.web.hypercorn.direct_write import DirectWriter
+    from felix.web.hypercorn import DirectWriter
 
     if not direct:
         monkeypatch.setattr(DirectWriter, "for_current_connection", classmethod(lambda cls: None))

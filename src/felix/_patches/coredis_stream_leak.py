@@ -1,4 +1,9 @@
-"""Stack fix: coredis leaks six anyio memory streams per failed connection attempt.
+"""Library fix: coredis leaks six anyio memory streams per failed connection attempt.
+
+Written against coredis 6.9.0 (pinned ``<7``). **Process-wide**: :func:`install`
+wraps ``BaseConnection.run`` for every coredis user in the process; the wrapper
+only closes streams that coredis itself would close on success, so it changes
+nothing else. Installed by ``open_redis_broker``, never on import.
 
 coredis 6.9's ``BaseConnection`` creates its write, push and streamed-message
 buffers (anyio memory object streams) in ``__init__`` and closes them only in

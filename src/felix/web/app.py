@@ -117,10 +117,7 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
 def hypercorn_config(settings: Settings) -> FelixConfig:
     """The Hypercorn configuration Felix runs with (and its fixes read)."""
-    config = FelixConfig()
-    config.felix_send_timeout = settings.send_timeout
-    config.felix_ping_timeout = settings.ping_timeout
-    config.felix_compression = settings.ws_compression
+    config = FelixConfig.from_settings(settings)
     config.bind = [f"{settings.host}:{settings.port}"]
     config.logger_class = RedactingLogger
     # JSON logs: access lines go through the root logger's JSON handler (stderr).
@@ -131,9 +128,6 @@ def hypercorn_config(settings: Settings) -> FelixConfig:
     config.access_log_format = '%(h)s "%(R)s" %(s)s %(b)s %(D)sus'
     config.errorlog = logging.getLogger("hypercorn.error")
     config.loglevel = settings.log_level
-    config.keep_alive_timeout = settings.keep_alive_timeout
-    config.websocket_max_message_size = settings.max_client_frame_bytes
-    config.websocket_ping_interval = settings.ping_interval
     # The hub drains and closes WebSockets before Hypercorn's own shutdown
     # starts, so what is left for Hypercorn is in-flight HTTP requests.
     config.graceful_timeout = 1.0

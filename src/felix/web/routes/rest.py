@@ -147,7 +147,7 @@ async def mint_token(workflow_id: str) -> Response:
     """A subscribe token for one workflow: ``{"ttl_seconds"?}`` -> 201 ``{"token", "expires_at"}``.
 
     The token opens that workflow's WebSocket until it expires, and nothing
-    else (:mod:`felix.web.tokens`). The API key is checked first (401), then
+    else (:mod:`felix.web.edge.tokens`). The API key is checked first (401), then
     the workflow (404), then the body (422).
     """
     await _hub().get_workflow(workflow_id)  # on any node, not just the one that holds it
