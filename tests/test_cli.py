@@ -229,3 +229,10 @@ async def test_bench_points_at_nox() -> None:
         "felix bench: error: the benchmark is a development tool: "
         "run `nox -s bench` from a Felix checkout\n"
     )
+
+
+def test_the_bench_is_not_in_the_package() -> None:
+    # A development tool: it lives in bench/felix_bench and runs with nox -s bench.
+    import importlib.util
+
+    assert importlib.util.find_spec("felix.bench") is None
