@@ -1,8 +1,8 @@
 """The ``felix`` command: one module per command group.
 
 ``serve`` runs the server; ``demo`` runs a simulated workflow on an embedded
-one; ``watch``, ``publish`` and ``workflows`` talk to a running server
-through :mod:`felix.client`. Each module adds its sub-parser with
+one; ``create``, ``watch``, ``publish`` and ``workflows`` talk to a running
+server through :mod:`felix.client`. Each module adds its sub-parser with
 ``add_parser`` and sets ``func``, a synchronous ``(argparse.Namespace) -> int``
 that runs its own ``trio.run`` and returns the exit status. Exit statuses are
 listed in :mod:`felix.cli._common`; a failure is one line on stderr, never a
@@ -18,7 +18,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from felix.cli import demo, publish, serve, watch, workflows
+from felix.cli import create, demo, publish, serve, watch, workflows
 from felix.cli._common import EXIT_USAGE, fail
 
 __all__ = ["build_parser", "main"]
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="felix", description="Real-time event streams for multi-agent workflows."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for command in (serve, demo, watch, publish, workflows):
+    for command in (serve, demo, create, watch, publish, workflows):
         command.add_parser(commands)
     bench = commands.add_parser("bench", help="moved: run `nox -s bench` from a checkout")
     bench.set_defaults(func=lambda _: fail("bench", _BENCH_HINT, EXIT_USAGE))

@@ -1,4 +1,8 @@
-"""``felix watch WF_ID``: follow a workflow live in the terminal, or as JSON lines."""
+"""``felix watch WF_ID``: follow a workflow live in the terminal, or as JSON lines.
+
+Exits with how the workflow ended: 0 completed, 3 failed, 4 cancelled; 1 for
+an error reaching or using the server (refused, unknown workflow, bad key).
+"""
 
 from __future__ import annotations
 
@@ -16,14 +20,28 @@ from felix.cli._common import (
     add_server_arguments,
     api_key,
     client,
+    fail,
     non_negative,
     run_command,
     url,
 )
 from felix.cli._watch_view import WatchView
-from felix.client import ClientError, Gap, WorkflowStream, is_terminal, open_workflow_stream
+from felix.client import (
+    ClientError,
+    Event,
+    Gap,
+    WorkflowStream,
+    is_terminal,
+    open_workflow_stream,
+)
 
-__all__ = ["add_parser", "run"]
+__all__ = ["EXIT_CANCELLED", "EXIT_FAILED", "add_parser", "ending_status", "run"]
+
+#: ``felix watch``'s exit status when the workflow failed.
+EXIT_FAILED: Final = 3
+#: ``felix watch``'s exit status when the workflow was cancelled.
+EXIT_CANCELLED: Final = 4
+_EXIT_STATUSES: Final = {"completed": 0, "failed": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
 
 #: Seconds between refreshes of the live view while no event arrives.
 _TICK: Final = 0.5
@@ -38,7 +56,8 @@ def add_parser(subparsers: Subparsers) -> None:
         help="follow a workflow live in the terminal",
         description=(
             "Show a workflow's status, agents, outputs and synthesis, updated live; "
-            "reconnects and resumes on its own, and exits 0 when the workflow ends."
+            "reconnects and resumes on its own. Exits when the workflow ends: 0 completed, "
+            "3 failed, 4 cancelled; 1 if the server cannot be reached or refuses."
         ),
     )
     watch.add_argument("workflow_id", metavar="WF_ID", help="the workflow to follow")
@@ -61,8 +80,17 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """``felix watch WF_ID``: follow a workflow until its terminal event (exit 0)."""
+    """Follow a workflow until it ends; the exit status says how it ended."""
     return run_command("watch", _watch, args)
+
+
+def ending_status(event: Event) -> str | None:
+    """The status a terminal event leaves its workflow in; None for other events."""
+    if not is_terminal(event):
+        return None
+    if event.get("type") == "workflow_status":
+        return str(event.get("status"))
+    return "completed" if event.get("type") == "completed" else "failed"
 
 
 async def _watch(args: argparse.Namespace) -> int:
@@ -73,19 +101,30 @@ async def _watch(args: argparse.Namespace) -> int:
         workflow = await felix.get_workflow(args.workflow_id)
     if args.json:
         after = 0 if args.after is None else args.after
-        return await _watch_json(base, key, args.workflow_id, after)
-    after = workflow.get("last_seq", 0) if args.after is None else args.after
-    return await _watch_live(base, key, workflow, after)
+        status = await _watch_json(base, key, args.workflow_id, after)
+    else:
+        after = workflow.get("last_seq", 0) if args.after is None else args.after
+        status = await _watch_live(base, key, workflow, after)
+    if status is None:
+        # The stream ended without a terminal event in it (it ended before
+        # ``after``, or ``types`` left it out): ask how the workflow ended.
+        async with client(args) as felix:
+            status = str((await felix.get_workflow(args.workflow_id)).get("status"))
+    if status not in _EXIT_STATUSES:
+        return fail("watch", f"the stream ended while the workflow is {status}")
+    return _EXIT_STATUSES[status]
 
 
-async def _watch_json(base: str, key: str | None, workflow_id: str, after: int) -> int:
+async def _watch_json(base: str, key: str | None, workflow_id: str, after: int) -> str | None:
+    ended: str | None = None
     async with open_workflow_stream(base, workflow_id, api_key=key, after=after) as stream:
         async for item in stream:
             if isinstance(item, Gap):
                 print(f"felix watch: warning: {gap_text(item)}", file=sys.stderr, flush=True)
                 continue
             print(json.dumps(item, ensure_ascii=False, separators=(",", ":")), flush=True)
-    return 0
+            ended = ending_status(item) or ended
+    return ended
 
 
 def gap_text(gap: Gap) -> str:
@@ -101,7 +140,9 @@ def gap_text(gap: Gap) -> str:
     )
 
 
-async def _watch_live(base: str, key: str | None, workflow: dict[str, Any], after: int) -> int:
+async def _watch_live(
+    base: str, key: str | None, workflow: dict[str, Any], after: int
+) -> str | None:
     view = WatchView(workflow)
     failure: ClientError | None = None
     with Live(view.render(), console=Console(), auto_refresh=False) as live:
@@ -115,7 +156,8 @@ async def _watch_live(base: str, key: str | None, workflow: dict[str, Any], afte
         live.update(view.render(), refresh=False)
     if failure is not None:
         raise failure
-    return 0
+    status = str(view.workflow.get("status"))
+    return status if status in _EXIT_STATUSES else None
 
 
 async def _follow(stream: WorkflowStream, view: WatchView, live: Live) -> ClientError | None:
