@@ -109,6 +109,45 @@ def _brief(run: RunResult) -> str:
     return ", ".join(shown) + ("" if run.check.ok else f"  CHECK FAILED: {run.check.describe()}")
 
 
+def _scenario_rows(
+    name: str,
+    results: dict[str, list[RunResult]],
+    variants: Sequence[str],
+    rows: list[list[str]],
+) -> tuple[dict[str, Any], bool]:
+    """Append one scenario's rows to ``rows``; its JSON, and whether every run was exact."""
+    scenario_json: dict[str, Any] = {}
+    for key, label, digits in SHOWN:
+        medians = {
+            v: median([run.metrics.get(key, math.nan) for run in results.get(f"{name}/{v}", [])])
+            for v in variants
+        }
+        scenario_json[key] = {v: (m if math.isfinite(m) else None) for v, m in medians.items()}
+        ratios = [ratio(medians[v], medians[variants[0]]) for v in variants[1:]]
+        rows.append(
+            [
+                name,
+                label,
+                *(
+                    f"{medians[v]:,.{digits}f}" if math.isfinite(medians[v]) else "-"
+                    for v in variants
+                ),
+                *(f"{r:.2f}x" if math.isfinite(r) else "-" for r in ratios),
+            ]
+        )
+    audits = {
+        v: all(run.ok for run in results.get(f"{name}/{v}", []))
+        and bool(results.get(f"{name}/{v}"))
+        for v in variants
+    }
+    scenario_json["exactly_once_in_order"] = audits
+    rows.append(
+        [name, "exactly once, in order", *("ok" if audits[v] else "FAILED" for v in variants)]
+        + [""] * (len(variants) - 1)
+    )
+    return scenario_json, all(audits.values())
+
+
 def _report(
     results: dict[str, list[RunResult]],
     *,
@@ -134,38 +173,8 @@ def _report(
     }
     correct = True
     for name in CLUSTER_SCENARIOS:
-        scenario_json: dict[str, Any] = {}
-        for key, label, digits in SHOWN:
-            medians = {
-                v: median(
-                    [run.metrics.get(key, math.nan) for run in results.get(f"{name}/{v}", [])]
-                )
-                for v in variants
-            }
-            scenario_json[key] = {v: (m if math.isfinite(m) else None) for v, m in medians.items()}
-            ratios = [ratio(medians[v], medians[variants[0]]) for v in variants[1:]]
-            rows.append(
-                [
-                    name,
-                    label,
-                    *(
-                        f"{medians[v]:,.{digits}f}" if math.isfinite(medians[v]) else "-"
-                        for v in variants
-                    ),
-                    *(f"{r:.2f}x" if math.isfinite(r) else "-" for r in ratios),
-                ]
-            )
-        audits = {
-            v: all(run.ok for run in results.get(f"{name}/{v}", []))
-            and bool(results.get(f"{name}/{v}"))
-            for v in variants
-        }
-        correct = correct and all(audits.values())
-        scenario_json["exactly_once_in_order"] = audits
-        rows.append(
-            [name, "exactly once, in order", *("ok" if audits[v] else "FAILED" for v in variants)]
-            + [""] * (len(variants) - 1)
-        )
+        scenario_json, audited = _scenario_rows(name, results, variants, rows)
+        correct = correct and audited
         document["scenarios"][name] = scenario_json
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")
