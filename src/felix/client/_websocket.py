@@ -111,9 +111,12 @@ async def open_connection(
                 yield ws
             finally:
                 closing = True
-                with trio.move_on_after(connect_timeout):
-                    await ws.aclose()
-                nursery.cancel_scope.cancel()
+                try:
+                    with trio.move_on_after(connect_timeout):
+                        await ws.aclose()
+                finally:
+                    # Even when the close was cancelled: the reader must not outlive us.
+                    nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         if closing:
             # The server's ping crossed our Close: wsproto refuses to answer a
