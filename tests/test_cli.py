@@ -236,3 +236,24 @@ def test_the_bench_is_not_in_the_package() -> None:
     import importlib.util
 
     assert importlib.util.find_spec("felix.bench") is None
+
+
+async def test_demo_interrupted_exits_130_without_a_traceback() -> None:
+    process = await trio.lowlevel.open_process(
+        [*FELIX, "demo", "--delay", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    seen = b""
+    with trio.fail_after(20):
+        while b"is watching it" not in seen:
+            chunk = await process.stdout.receive_some()
+            assert chunk, seen.decode()
+            seen += chunk
+    process.send_signal(signal.SIGINT)
+    with trio.fail_after(20):
+        assert await process.wait() == 130
+        stderr = b""
+        while chunk := await process.stderr.receive_some():
+            stderr += chunk
+    assert b"Traceback" not in stderr, stderr.decode()

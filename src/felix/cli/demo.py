@@ -21,7 +21,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from felix._logging import configure_logging
 from felix._patches import trio_websocket_leaks, trio_websocket_pong
 from felix._runtime.hub import open_hub
-from felix.cli._common import EXIT_USAGE, Subparsers, fail
+from felix.cli._common import EXIT_USAGE, Subparsers, fail, run_command
 from felix.settings import Settings, SettingsError
 from felix.web import serve
 
@@ -120,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as error:
         return fail("demo", str(error), EXIT_USAGE)
     configure_logging("WARNING", settings.log_format)
-    status: int = trio.run(run_demo, settings, args.delay)
-    return status
+
+    async def demo(args: argparse.Namespace) -> int:
+        return await run_demo(settings, args.delay)
+
+    # Through run_command: Ctrl-C ends it with 130 and no traceback.
+    return run_command("demo", demo, args)
 
 
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
