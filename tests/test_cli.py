@@ -206,6 +206,8 @@ def test_serve_on_a_privileged_port_is_one_line(
 
     monkeypatch.setattr(socket, "socket", Unprivileged)
     monkeypatch.delenv("FELIX_API_KEY", raising=False)
+    # In this process: leave the suite's logging set-up alone.
+    monkeypatch.setattr(felix.cli.serve, "configure_logging", lambda *_: None)
     try:
         assert felix.cli.main(["serve", "--host", "127.0.0.1", "--port", "80"]) == 1
     finally:
