@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from felix._logging import configure_logging
 from felix._patches import trio_websocket_leaks, trio_websocket_pong
 from felix._runtime.hub import open_hub
-from felix.cli._common import EXIT_USAGE, Subparsers, fail, run_command
+from felix.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, Subparsers, fail, run_command
 from felix.settings import Settings, SettingsError
 from felix.web import serve
 
@@ -129,7 +130,27 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
-    """Run the demo; returns the process exit status (0 on success)."""
+    """Run the demo; returns the process exit status: 0 when the watcher saw every
+    event, 1 when it did not, 130 after SIGINT (Ctrl-C).
+
+    SIGINT cancels the demo as a whole, as ``felix serve`` does, rather than
+    surfacing as a KeyboardInterrupt in whichever task happens to run.
+    """
+    status = EXIT_INTERRUPTED
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def interrupt() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+
+            nursery.start_soon(interrupt)
+            status = await _demo(settings, delay)
+            nursery.cancel_scope.cancel()
+    return status
+
+
+async def _demo(settings: Settings, delay: float) -> int:
     # This process's own watcher is a bare trio-websocket client: see the module's doc.
     trio_websocket_leaks.install()
     trio_websocket_pong.install()
