@@ -270,6 +270,8 @@ async def progress(http: httpx.AsyncClient, totals: Totals, good: list[GoodClien
 
 
 async def main(duration: float, clients: int, workflows: int) -> int:
+    # The soak's clients are bare trio-websocket ones: this program, not Felix's
+    # client library, opts in to the fixes of felix._patches.
     trio_websocket_leaks.install()
     trio_websocket_pong.install()
     totals = Totals()
@@ -302,53 +304,15 @@ async def main(duration: float, clients: int, workflows: int) -> int:
                 (await http.post("/api/v1/workflows")).json()["workflow_id"]
                 for _ in range(workflows)
             ]
-            stop_at = trio.current_time() + duration
-            rng = random.Random(2026)
-            good: list[GoodClient] = []
-            async with trio.open_nursery() as watch:
-                watch.start_soon(progress, http, totals, good)
-                async with trio.open_nursery() as nursery:
-                    for workflow_id in ids:
-                        nursery.start_soon(producer, http, workflow_id, stop_at, totals)
-                    nursery.start_soon(stalled_big_workflow, http, base, totals, RSS_BOUND)
-                    for index in range(clients):
-                        workflow_id = rng.choice(ids)
-                        roll = rng.random()
-                        if roll < 0.7:
-                            client = GoodClient(base, workflow_id, totals)
-                            good.append(client)
-                            nursery.start_soon(client.run, stop_at, random.Random(index))
-                        elif roll < 0.85:
-                            nursery.start_soon(
-                                stalled_client, base, workflow_id, rng.uniform(1, duration), totals
-                            )
-                        else:
-                            nursery.start_soon(vanishing_client, base, workflow_id, totals)
-                        totals.clients += 1
-                        await trio.sleep(duration / 2 / clients)
-                watch.cancel_scope.cancel()
+            good = await run_load(
+                http, base, ids, duration=duration, clients=clients, totals=totals
+            )
             for client in good:
                 if not client.finished:
                     totals.fail(
                         f"a client of {client.workflow_id} did not finish (last {client.last})"
                     )
-            # Everyone has left: the server must be back to its baseline.
-            with trio.move_on_after(30):
-                while (now := await stats(http))["connections"]:
-                    await trio.sleep(0.2)
-            now = await stats(http)
-            # Actors of finished workflows live on until their retention ends.
-            tasks = now["tasks"] - now["workflows"]
-            if now["connections"] or tasks > baseline["tasks"] - baseline["workflows"] + 2:
-                totals.fail(
-                    f"not back to baseline: {now['connections']} connections, {tasks} tasks"
-                )
-            totals.peak_rss = max(totals.peak_rss, now["rss_bytes"])
-            print(
-                f"after: {now['connections']} connections, {tasks} tasks besides actors "
-                f"(baseline {baseline['tasks']}), RSS {now['rss_bytes'] / MIB:.1f} MiB",
-                flush=True,
-            )
+            await check_baseline(http, baseline, totals)
     finally:
         process.send_signal(signal.SIGTERM)
         with trio.move_on_after(10):
@@ -363,6 +327,63 @@ async def main(duration: float, clients: int, workflows: int) -> int:
         f"{len(totals.failures)} failures"
     )
     return 1 if totals.failures else 0
+
+
+async def run_load(
+    http: httpx.AsyncClient,
+    base: str,
+    ids: list[str],
+    *,
+    duration: float,
+    clients: int,
+    totals: Totals,
+) -> list[GoodClient]:
+    """Producers on every workflow and ``clients`` clients of three kinds, joining
+    over the first half of ``duration``; returns once all have finished."""
+    stop_at = trio.current_time() + duration
+    rng = random.Random(2026)
+    good: list[GoodClient] = []
+    async with trio.open_nursery() as watch:
+        watch.start_soon(progress, http, totals, good)
+        async with trio.open_nursery() as nursery:
+            for workflow_id in ids:
+                nursery.start_soon(producer, http, workflow_id, stop_at, totals)
+            nursery.start_soon(stalled_big_workflow, http, base, totals, RSS_BOUND)
+            for index in range(clients):
+                workflow_id = rng.choice(ids)
+                roll = rng.random()
+                if roll < 0.7:
+                    client = GoodClient(base, workflow_id, totals)
+                    good.append(client)
+                    nursery.start_soon(client.run, stop_at, random.Random(index))
+                elif roll < 0.85:
+                    nursery.start_soon(
+                        stalled_client, base, workflow_id, rng.uniform(1, duration), totals
+                    )
+                else:
+                    nursery.start_soon(vanishing_client, base, workflow_id, totals)
+                totals.clients += 1
+                await trio.sleep(duration / 2 / clients)
+        watch.cancel_scope.cancel()
+    return good
+
+
+async def check_baseline(http: httpx.AsyncClient, baseline: dict[str, Any], totals: Totals) -> None:
+    """Everyone has left: the server must be back to its baseline."""
+    with trio.move_on_after(30):
+        while (now := await stats(http))["connections"]:
+            await trio.sleep(0.2)
+    now = await stats(http)
+    # Actors of finished workflows live on until their retention ends.
+    tasks = now["tasks"] - now["workflows"]
+    if now["connections"] or tasks > baseline["tasks"] - baseline["workflows"] + 2:
+        totals.fail(f"not back to baseline: {now['connections']} connections, {tasks} tasks")
+    totals.peak_rss = max(totals.peak_rss, now["rss_bytes"])
+    print(
+        f"after: {now['connections']} connections, {tasks} tasks besides actors "
+        f"(baseline {baseline['tasks']}), RSS {now['rss_bytes'] / MIB:.1f} MiB",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

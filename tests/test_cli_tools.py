@@ -8,17 +8,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 import trio
 
-from felix.cli_tools import parse_fields
-from felix.demo import AGENTS, demo_events
+from felix.cli._common import parse_fields
+from felix.cli.demo import AGENTS, demo_events
 from tests.conftest import Server, StartServer, create_workflow, publish, wait_until
 from tests.test_client import closed_port
 
-FELIX = [sys.executable, "-m", "felix.cli_tools"]
+FELIX = [sys.executable, "-m", "felix.cli"]
 SYNTHESIS = str(demo_events()[-2]["content"])
 
 
@@ -282,3 +283,123 @@ async def test_workflows_bad_key_is_a_clear_error(start_server: StartServer) -> 
         "pass --api-key or set FELIX_API_KEY"
     )
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("publish", ["wf_any", "synthesis", "content=x"]), ("workflows", [])],
+)
+async def test_every_command_reports_an_unreachable_server_in_one_line(
+    command: str, args: list[str]
+) -> None:
+    with closed_port() as port:
+        result = await felix(command, *args, "--url", f"http://127.0.0.1:{port}")
+    assert one_line_error(result) == (
+        f"felix {command}: error: cannot connect to http://127.0.0.1:{port}: connection refused "
+        "(is the server running? set --url or FELIX_URL)"
+    )
+    assert result.returncode == 1
+
+
+# --- felix create ----------------------------------------------------------------------------
+
+
+async def test_create_prints_the_id_alone(server: Server, client: httpx.AsyncClient) -> None:
+    result = await felix(
+        "create",
+        "--task",
+        "research",
+        "--id",
+        "wf_made_here",
+        "--metadata",
+        '{"team": "a"}',
+        "--url",
+        server.http,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b"wf_made_here\n"
+    workflow = (await client.get("/api/v1/workflows/wf_made_here")).json()
+    assert (workflow["task"], workflow["metadata"]) == ("research", {"team": "a"})
+    chosen = await felix("create", "--url", server.http)
+    workflow_id = chosen.stdout.decode().strip()
+    assert chosen.stdout.decode() == f"{workflow_id}\n"
+    assert (await client.get(f"/api/v1/workflows/{workflow_id}")).status_code == 200
+
+
+async def test_create_errors_are_clear(server: Server) -> None:
+    usage = await felix("create", "--metadata", "[1]", "--url", server.http)
+    assert (
+        one_line_error(usage) == "felix create: error: --metadata must be a JSON object, got '[1]'"
+    )
+    assert usage.returncode == 2
+    await felix("create", "--id", "wf_taken", "--url", server.http)
+    taken = await felix("create", "--id", "wf_taken", "--url", server.http)
+    assert one_line_error(taken).startswith("felix create: error: ")
+    assert taken.returncode == 1
+
+
+# --- felix watch: the exit status says how the workflow ended ------------------------------
+
+
+ENDINGS: list[tuple[dict[str, Any], int]] = [
+    ({"type": "completed"}, 0),
+    ({"type": "error", "message": "boom", "fatal": True}, 3),
+    ({"type": "workflow_status", "status": "failed"}, 3),
+    ({"type": "workflow_status", "status": "cancelled"}, 4),
+]
+
+
+@pytest.mark.parametrize("mode", [[], ["--json"]])
+async def test_watch_exit_status_says_how_the_workflow_ended(
+    server: Server, client: httpx.AsyncClient, mode: list[str]
+) -> None:
+    for ending, status in ENDINGS:
+        workflow_id = await create_workflow(client)
+        await publish(client, workflow_id, [{"type": "workflow_status", "status": "running"}])
+
+        async def end(workflow_id: str = workflow_id, ending: dict[str, Any] = ending) -> None:
+            await wait_until(lambda: server.hub.connection_count(workflow_id) == 1, timeout=15)
+            await publish(client, workflow_id, ending)
+
+        live = await felix_while(["watch", workflow_id, *mode, "--url", server.http], end)
+        assert live.returncode == status, (ending, live.stderr.decode())
+        # Watching a workflow that has already ended says the same.
+        ended = await felix("watch", workflow_id, *mode, "--url", server.http)
+        assert ended.returncode == status, (ending, ended.stderr.decode())
+
+
+# --- felix workflows: newest first, --offset, 80 columns -----------------------------------
+
+
+async def test_workflows_newest_first_with_offset(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    ids = [await create_workflow(client, task=f"task {i}") for i in range(5)]
+    result = await felix("workflows", "--limit", "2", "--url", server.http)
+    assert result.returncode == 0, result.stderr.decode()
+    assert shown(result.stdout.decode(), ids) == [ids[4], ids[3]]
+    assert "2 of 5 workflows, newest first" in result.stdout.decode()
+    second = await felix("workflows", "--limit", "2", "--offset", "2", "--url", server.http)
+    assert shown(second.stdout.decode(), ids) == [ids[2], ids[1]]
+    last = await felix("workflows", "--limit", "2", "--offset", "4", "--url", server.http)
+    assert shown(last.stdout.decode(), ids) == [ids[0]]
+    beyond = await felix("workflows", "--offset", "5", "--url", server.http)
+    assert beyond.stdout.decode().strip() == "no workflows after the 5 newest"
+
+
+def shown(out: str, ids: list[str]) -> list[str]:
+    """The ids of ``ids`` in the order the table shows them."""
+    return sorted((i for i in ids if i in out), key=out.index)
+
+
+async def test_workflows_fit_80_columns(server: Server, client: httpx.AsyncClient) -> None:
+    long_task = "Compare every retrieval-augmented planner we know of " * 3
+    workflow_id = await create_workflow(client, task=long_task)
+    await publish(client, workflow_id, demo_events()[:5])
+    result = await felix("workflows", "--url", server.http, COLUMNS="80")
+    assert result.returncode == 0, result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert max(len(line) for line in lines) <= 80, "\n".join(lines)
+    (row,) = [line for line in lines if workflow_id in line]  # one line, id whole
+    assert "running" in row
+    assert "Compare every" in row

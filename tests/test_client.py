@@ -35,11 +35,11 @@ from felix.client import (
     StreamNotFound,
     StreamUnauthorized,
     WorkflowStream,
-    _Dropped,
-    _Position,
     is_terminal,
     open_workflow_stream,
 )
+from felix.client._resume import Position as _Position
+from felix.client._stream import _Dropped
 from felix.web import serve
 from tests.conftest import Server, StartServer, create_workflow, publish, wait_until
 
@@ -710,3 +710,32 @@ def test_pooled_connections_expire_before_the_server_closes_them() -> None:
     # hit it with httpx's default of 5 s against the server's 5 s.
     assert CLIENT_LIMITS.keepalive_expiry is not None
     assert CLIENT_LIMITS.keepalive_expiry < felix.Settings().keep_alive_timeout / 2
+
+
+def test_the_public_names_stay() -> None:
+    # felix.client became a package; every name it exported is still there.
+    assert set(felix.client.__all__) == {
+        "CLIENT_LIMITS",
+        "DEFAULT_BACKOFF",
+        "ApiError",
+        "Backoff",
+        "ClientError",
+        "ConnectionFailed",
+        "Event",
+        "FelixClient",
+        "Gap",
+        "Published",
+        "ReconnectFailed",
+        "StreamError",
+        "StreamItem",
+        "StreamNotFound",
+        "StreamRefused",
+        "StreamStatistics",
+        "StreamUnauthorized",
+        "SubscribeToken",
+        "WorkflowPage",
+        "WorkflowStream",
+        "is_terminal",
+        "open_workflow_stream",
+    }
+    assert all(hasattr(felix.client, name) for name in felix.client.__all__)

@@ -1,4 +1,4 @@
-"""``felix bench --cluster``: the same load on one node and on two nodes sharing Redis.
+"""``nox -s bench -- --cluster``: the same load on one node and on two nodes sharing Redis.
 
 Runs the fan-out and fixed-rate latency scenarios against three variants, in
 the same run, rounds interleaved (the order rotates each round):
@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from felix.bench._procs import BenchError, Pinning
-from felix.bench._runner import (
+from felix_bench._procs import BenchError, Pinning
+from felix_bench._runner import (
     ensure_node_modules,
     find_root,
     open_context,
     raise_nofile,
     say,
 )
-from felix.bench._scenarios import SCENARIOS, RunResult, run_once
-from felix.bench._servers import CLUSTERS, ServerSetup, felix_command
-from felix.bench._stats import median, ratio
+from felix_bench._scenarios import SCENARIOS, RunResult, run_once
+from felix_bench._servers import CLUSTERS, ServerSetup, felix_command
+from felix_bench._stats import median, ratio
 
 __all__ = ["run_cluster_bench"]
 
@@ -109,6 +109,45 @@ def _brief(run: RunResult) -> str:
     return ", ".join(shown) + ("" if run.check.ok else f"  CHECK FAILED: {run.check.describe()}")
 
 
+def _scenario_rows(
+    name: str,
+    results: dict[str, list[RunResult]],
+    variants: Sequence[str],
+    rows: list[list[str]],
+) -> tuple[dict[str, Any], bool]:
+    """Append one scenario's rows to ``rows``; its JSON, and whether every run was exact."""
+    scenario_json: dict[str, Any] = {}
+    for key, label, digits in SHOWN:
+        medians = {
+            v: median([run.metrics.get(key, math.nan) for run in results.get(f"{name}/{v}", [])])
+            for v in variants
+        }
+        scenario_json[key] = {v: (m if math.isfinite(m) else None) for v, m in medians.items()}
+        ratios = [ratio(medians[v], medians[variants[0]]) for v in variants[1:]]
+        rows.append(
+            [
+                name,
+                label,
+                *(
+                    f"{medians[v]:,.{digits}f}" if math.isfinite(medians[v]) else "-"
+                    for v in variants
+                ),
+                *(f"{r:.2f}x" if math.isfinite(r) else "-" for r in ratios),
+            ]
+        )
+    audits = {
+        v: all(run.ok for run in results.get(f"{name}/{v}", []))
+        and bool(results.get(f"{name}/{v}"))
+        for v in variants
+    }
+    scenario_json["exactly_once_in_order"] = audits
+    rows.append(
+        [name, "exactly once, in order", *("ok" if audits[v] else "FAILED" for v in variants)]
+        + [""] * (len(variants) - 1)
+    )
+    return scenario_json, all(audits.values())
+
+
 def _report(
     results: dict[str, list[RunResult]],
     *,
@@ -134,38 +173,8 @@ def _report(
     }
     correct = True
     for name in CLUSTER_SCENARIOS:
-        scenario_json: dict[str, Any] = {}
-        for key, label, digits in SHOWN:
-            medians = {
-                v: median(
-                    [run.metrics.get(key, math.nan) for run in results.get(f"{name}/{v}", [])]
-                )
-                for v in variants
-            }
-            scenario_json[key] = {v: (m if math.isfinite(m) else None) for v, m in medians.items()}
-            ratios = [ratio(medians[v], medians[variants[0]]) for v in variants[1:]]
-            rows.append(
-                [
-                    name,
-                    label,
-                    *(
-                        f"{medians[v]:,.{digits}f}" if math.isfinite(medians[v]) else "-"
-                        for v in variants
-                    ),
-                    *(f"{r:.2f}x" if math.isfinite(r) else "-" for r in ratios),
-                ]
-            )
-        audits = {
-            v: all(run.ok for run in results.get(f"{name}/{v}", []))
-            and bool(results.get(f"{name}/{v}"))
-            for v in variants
-        }
-        correct = correct and all(audits.values())
-        scenario_json["exactly_once_in_order"] = audits
-        rows.append(
-            [name, "exactly once, in order", *("ok" if audits[v] else "FAILED" for v in variants)]
-            + [""] * (len(variants) - 1)
-        )
+        scenario_json, audited = _scenario_rows(name, results, variants, rows)
+        correct = correct and audited
         document["scenarios"][name] = scenario_json
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     say("")
@@ -189,7 +198,7 @@ def _report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m felix.bench.cluster [--quick] [--rounds N] [--output DIR]``."""
+    """``python -m felix_bench.cluster [--quick] [--rounds N] [--output DIR]``."""
     import argparse  # noqa: PLC0415 - only for the command line
 
     parser = argparse.ArgumentParser(prog="felix bench --cluster", description=__doc__)

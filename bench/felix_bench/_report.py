@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from felix.bench._scenarios import COMMON_METRICS, Metric, RunResult, Scenario
-from felix.bench._servers import SERVERS
-from felix.bench._stats import median, ratio
+from felix_bench._scenarios import COMMON_METRICS, Metric, RunResult, Scenario
+from felix_bench._servers import SERVERS
+from felix_bench._stats import median, ratio
 
 __all__ = ["MetricSummary", "ScenarioSummary", "format_table", "summarize", "write_chart"]
 
@@ -211,6 +211,46 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
+def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
+    """One metric's bars: felix and seed medians, the rounds' min-max as error bars."""
+    colors = {"felix": "#2b6cb0", "seed": "#a0aec0"}
+    values = [item.felix, item.seed]
+    spreads = [
+        [v for v in item.felix_rounds if math.isfinite(v)],
+        [v for v in item.seed_rounds if math.isfinite(v)],
+    ]
+    heights = [v if math.isfinite(v) else 0.0 for v in values]
+    lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
+    upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
+    ax.bar(
+        list(SERVERS),
+        heights,
+        color=[colors[s] for s in SERVERS],
+        yerr=[lower, upper],
+        capsize=4,
+    )
+    for x, value in enumerate(values):
+        ax.annotate(
+            format_value(value, item.metric.digits),
+            (x, heights[x] + upper[x]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
+    ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
+    target = f", target {item.metric.target_text()}" if item.metric.target else ""
+    ax.set_title(
+        f"{title}\n{item.metric.label}\nfelix/seed {ratio_text}{target}",
+        fontsize=9,
+        color=_VERDICT_COLORS[item.meets],
+    )
+    ax.set_ylabel(item.metric.unit, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.margins(y=0.15)
+
+
 def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str) -> None:
     """One panel per headline metric: felix vs seed (median, min-max of rounds).
 
@@ -243,45 +283,10 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     columns = min(4, count)
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
-    colors = {"felix": "#2b6cb0", "seed": "#a0aec0"}
     for ax in axes.flat[count:]:
         ax.set_visible(False)
     for ax, (title, item) in zip(axes.flat, panels, strict=False):
-        values = [item.felix, item.seed]
-        spreads = [
-            [v for v in item.felix_rounds if math.isfinite(v)],
-            [v for v in item.seed_rounds if math.isfinite(v)],
-        ]
-        heights = [v if math.isfinite(v) else 0.0 for v in values]
-        lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
-        upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
-        ax.bar(
-            list(SERVERS),
-            heights,
-            color=[colors[s] for s in SERVERS],
-            yerr=[lower, upper],
-            capsize=4,
-        )
-        for x, value in enumerate(values):
-            ax.annotate(
-                format_value(value, item.metric.digits),
-                (x, heights[x] + upper[x]),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
-        ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
-        target = f", target {item.metric.target_text()}" if item.metric.target else ""
-        ax.set_title(
-            f"{title}\n{item.metric.label}\nfelix/seed {ratio_text}{target}",
-            fontsize=9,
-            color=_VERDICT_COLORS[item.meets],
-        )
-        ax.set_ylabel(item.metric.unit, fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.margins(y=0.15)
+        _metric_panel(ax, title, item)
     if targets:
         _targets_panel(axes.flat[len(panels)], targets)
     figure.suptitle(f"felix vs seed-style server (median of rounds) - {subtitle}", fontsize=10)
