@@ -249,6 +249,7 @@ class WorkflowActor:
         for subscription in self._subscribers:
             subscription.finish(CLOSE_NORMAL, f"workflow {self.state.status}")
         self._subscribers.clear()
+        self.state.history.close()  # its bytes leave the hub's history budget
         self.on_exit(self)
 
     def _handle_queued(self, command: _Command) -> None:
@@ -423,6 +424,7 @@ class WorkflowActor:
             for subscription in self._subscribers:
                 subscription.kick(CLOSE_SLOW_CONSUMER, "fell behind the broker; resume with after=")
             self._subscribers.clear()
+        self.state.history.close()  # replaced whole: its bytes leave the budget
         self.state = self.state_from(stored)
         if missed:
             self._fan_out(missed)
@@ -557,4 +559,5 @@ class WorkflowActor:
             "publishers_waiting": stats.tasks_waiting_send,
             "subscribers": self.subscriber_count(),
             "history": len(self.state.history),
+            "history_bytes": self.state.history.nbytes,
         }

@@ -56,7 +56,7 @@ async def _publish(
     body = await _read_body(receive, settings.max_body_bytes, headers)
     if not body.strip():
         raise InvalidEvent("the request body is empty; send JSON")
-    parsed = decode_json(body)
+    parsed = decode_json(body, max_depth=settings.max_json_depth)
     if isinstance(parsed, list):
         if not parsed:
             raise InvalidEvent("the batch is empty; send at least one event")

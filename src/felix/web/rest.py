@@ -48,7 +48,7 @@ async def _json_body(*, optional: bool = False) -> Any:
         if optional:
             return None
         raise InvalidEvent("the request body is empty; send JSON")
-    return decode_json(data)
+    return decode_json(data, max_depth=_settings().max_json_depth)
 
 
 def _query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
