@@ -1,6 +1,6 @@
 """Issue 15's acceptance check for retained history, against a real ``felix serve``.
 
-Before, 4 workflows × 1,200 events of 60 KB grew the server by about 700 MiB:
+Before, 4 workflows x 1,200 events of 60 KB grew the server by about 700 MiB:
 retention was bounded in events, not bytes, and each retained event was held
 about three times. With ``FELIX_HISTORY_BUDGET_BYTES=64 MiB`` the same load
 must grow it by less than 200 MiB. Memory is the server process's resident
@@ -41,7 +41,7 @@ async def test_4_x_1200_events_of_60_kb_grow_the_server_by_less_than_200_mib(
         nursery,
         FELIX_HISTORY_BUDGET_BYTES=str(64 * MIB),
         # The per-workflow bounds are opened up, so the server-wide budget is
-        # the one that holds (4 × 8 MiB would otherwise stay under it anyway).
+        # the one that holds (4 x 8 MiB would otherwise stay under it anyway).
         FELIX_HISTORY_BYTES=str(1024 * MIB),
         FELIX_HISTORY_SIZE="2000",
     )
