@@ -54,15 +54,22 @@ def nested(levels: int, leaf: Any = 1) -> Any:
     return value
 
 
-# --- the scan -----------------------------------------------------------------------
+# --- the walk ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", [str, bytes])
 @pytest.mark.parametrize("levels", [0, 1, 2, 63, 64, 65, 66, 200])
-def test_scan_is_exact_at_the_limit(kind: type, levels: int) -> None:
-    text = json.dumps(nested(levels))
-    data: str | bytes = text if kind is str else text.encode()
-    assert nests_deeper(data, 64) is (levels > 64)
+def test_the_walk_is_exact_at_the_limit(levels: int) -> None:
+    assert nests_deeper(nested(levels), 64) is (levels > 64)
+    assert nests_deeper([0, {"a": 1}, nested(levels)], 65) is (levels > 64)
+    assert nests_deeper(("tuple", nested(levels)), 65) is (levels > 64)
+
+
+def test_the_walk_does_not_recurse() -> None:
+    value: Any = 1
+    for _ in range(100_000):  # far past Python's recursion limit
+        value = [value]
+    assert nests_deeper(value, 64)
+    assert not nests_deeper(value, 100_000)
 
 
 @pytest.mark.parametrize(
@@ -75,31 +82,36 @@ def test_scan_is_exact_at_the_limit(kind: type, levels: int) -> None:
     ],
 )
 def test_brackets_inside_strings_do_not_count(text: str) -> None:
-    json.loads(text)  # valid JSON
-    assert not nests_deeper(text, 2)
-    assert not nests_deeper(text.encode(), 2)
+    assert decode_json(text, max_depth=2) == json.loads(text)
+    assert decode_json(text.encode(), max_depth=2) == json.loads(text)
 
 
-def test_scan_does_not_recurse_and_stays_linear_on_hostile_input() -> None:
-    # A body limit's worth of the worst shapes: plain nesting far past what
-    # Python's parser survives, and unterminated strings after many brackets
-    # (a scan retrying each quote would be quadratic here).
-    hostile = [
-        "[" * 1_000_000,
-        "[" * 100 + '"\\"' * 300_000,
-        "[" * 100 + '"' * 1_000_000,
-        "{" * 100 + '"\\' * 500_000,
-    ]
-    for text in hostile:
+def test_hostile_bodies_are_refused_fast() -> None:
+    # A body limit's worth of the worst shapes: nesting far past what
+    # Python's parser survives, unclosed nesting, and a wide flat array.
+    deep = ["[" * 1_000_000, '{"a":' * 200_000, "[" * 900 + "]" * 900]
+    for text in deep:
         started = time.perf_counter()
-        assert nests_deeper(text, 64)
-        assert nests_deeper(text.encode(), 64)
+        with pytest.raises(InvalidEvent, match="nested too deeply"):
+            decode_json(text)
         assert time.perf_counter() - started < 2.0
+    wide = "[" + "[]," * 300_000 + "[]]"
+    started = time.perf_counter()
+    assert len(decode_json(wide)) == 300_001
+    assert time.perf_counter() - started < 2.0
+
+
+def test_a_python_object_with_a_cycle_is_refused_not_walked_forever() -> None:
+    cycle: dict[str, Any] = {}
+    cycle["self"] = cycle
+    state = WorkflowState(workflow_id=WF, created_at="x")
+    with pytest.raises(InvalidEvent, match="cannot be encoded"):
+        state.publish([("completed", {"result": cycle})], NOW)
 
 
 def test_depth_error_names_the_limit_and_the_setting() -> None:
     with pytest.raises(InvalidEvent) as exc:
-        check_depth("[[[1]]]", 2)
+        check_depth([[[1]]], 2)
     assert exc.value.http_status == 422
     assert "nested too deeply" in exc.value.message
     assert "more than 2 levels" in exc.value.message

@@ -11,7 +11,6 @@ import json
 import math
 import re
 from datetime import UTC, datetime
-from itertools import accumulate
 from typing import Any, Final
 
 import attrs
@@ -78,42 +77,49 @@ def _short(exc: Exception) -> str:
 
 # --- nesting depth -----------------------------------------------------------
 
-#: Everything but brackets: JSON strings (whose brackets are not structure) and
-#: runs of other characters. The closing quote is optional so an unterminated
-#: string ends the scan instead of being retried from each later quote (which
-#: would make hostile input quadratic); the parser reports such text anyway.
-_NOT_STRUCTURE_TEXT = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[^"\[\]{}]+', re.DOTALL)
-_NOT_STRUCTURE_BYTES = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?|[^"\[\]{}]+', re.DOTALL)
-_STEP: Final = {"[": 1, "{": 1, "]": -1, "}": -1, 91: 1, 123: 1, 93: -1, 125: -1}
+_CONTAINERS: Final = (dict, list, tuple)
 
 
-def nests_deeper(data: str | bytes, limit: int) -> bool:
-    """Whether the JSON text ``data`` nests arrays and objects more than ``limit`` deep.
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` deep.
 
-    The top-level array or object is level 1; brackets inside strings are
-    not structure. Never recurses. Costs two ``count`` calls when ``data``
-    holds no more than ``limit`` opening brackets (the common case, on the
-    publish path); otherwise one regular-expression pass that drops strings,
-    then a running sum.
+    The value itself is level 1 if it is a container (a scalar is level 0).
+    Iterative, never recursive, and stops at the first level past the
+    limit. It costs a type check per container item, not per byte: a 60 KB
+    string field is one check, so on the publish path it is cheaper than any
+    scan of the text. ``value`` must be free of reference cycles (it was
+    parsed, or the encoder, which refuses cycles, has already seen it).
     """
-    if isinstance(data, str):
-        if data.count("[") + data.count("{") <= limit:
-            return False
-        skeleton: str | bytes = _NOT_STRUCTURE_TEXT.sub("", data)
-    else:
-        if data.count(b"[") + data.count(b"{") <= limit:
-            return False
-        skeleton = _NOT_STRUCTURE_BYTES.sub(b"", data)
-    return max(accumulate(map(_STEP.__getitem__, skeleton)), default=0) > limit
+    if not isinstance(value, _CONTAINERS):
+        return False
+    # Level by level: one list per level, not a stack entry per container
+    # (three times faster on a batch of a thousand events).
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below = []
+        for container in level:
+            for item in container.values() if isinstance(container, dict) else container:
+                if isinstance(item, _CONTAINERS):
+                    below.append(item)
+        level = below
+    return False
 
 
-def check_depth(data: str | bytes, limit: int, what: str = "JSON") -> None:
-    """Raise :class:`InvalidEvent` (422) if ``data`` nests deeper than ``limit``."""
-    if nests_deeper(data, limit):
-        raise InvalidEvent(
-            f"{what} is nested too deeply: more than {limit} levels of arrays and objects, "
-            "the limit (FELIX_MAX_JSON_DEPTH)"
-        )
+def check_depth(value: Any, limit: int, what: str = "JSON") -> None:
+    """Raise :class:`InvalidEvent` (422) if ``value`` nests deeper than ``limit``."""
+    if nests_deeper(value, limit):
+        raise _too_deep(what, limit)
+
+
+def _too_deep(what: str, limit: int) -> InvalidEvent:
+    return InvalidEvent(
+        f"{what} is nested too deeply: more than {limit} levels of arrays and objects, "
+        "the limit (FELIX_MAX_JSON_DEPTH)"
+    )
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -215,7 +221,8 @@ class Event:
         }
         text, payload = encode_utf8({**envelope, **fields})
         if max_depth is not None:
-            check_depth(text, max_depth, "the event")
+            # After encoding, which refuses reference cycles the walk could not end on.
+            check_depth(fields, max_depth, "the event")
         return cls(
             type=event_type,
             workflow_id=workflow_id,
@@ -301,19 +308,19 @@ def decode_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
     arrays and objects nested at most ``max_depth`` deep.
 
     Every JSON document a client sends comes in here (REST bodies, producer
-    frames, WebSocket commands). The depth is checked before parsing, without
-    recursion, so nothing deeper than the limit ever becomes Python objects
-    that a later read would fail to encode. Raises :class:`InvalidEvent`
-    (422) naming what is wrong.
+    frames, WebSocket commands), so nothing deeper than the limit is ever
+    accepted for a later read to fail to encode. The parser's own recursion
+    ends in :class:`RecursionError` about 1000 levels down, reported as too
+    deep; below that the parsed value is walked without recursion. Raises
+    :class:`InvalidEvent` (422) naming what is wrong.
     """
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
-    check_depth(data, max_depth)
     try:
-        return json.loads(
+        parsed = json.loads(
             data,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
@@ -324,10 +331,12 @@ def decode_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
-        raise InvalidEvent("malformed JSON: nested too deeply") from None
+        raise _too_deep("JSON", max_depth) from None
     except ValueError as exc:
         # e.g. integers past Python's 4300-digit conversion limit.
         raise InvalidEvent(f"malformed JSON: {_short(exc)}") from None
+    check_depth(parsed, max_depth)
+    return parsed
 
 
 # --- validation --------------------------------------------------------------
@@ -461,7 +470,7 @@ def validate_broadcast(
             f"field {taken[0]!r} is set by the server and not allowed in a broadcast"
         )
     text, payload = encode_utf8({**obj, "timestamp": format_timestamp(now)})
-    check_depth(text, max_depth, "the broadcast")
+    check_depth(obj, max_depth, "the broadcast")
     frame = Frame.of(event_type, text, payload)
     if frame.size > max_bytes:
         raise EventTooLarge(f"broadcast is {frame.size} bytes encoded; the limit is {max_bytes}")

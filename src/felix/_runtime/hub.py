@@ -162,9 +162,9 @@ class Hub:
             metadata = {}
         if not isinstance(metadata, dict):
             raise InvalidEvent("field 'metadata' must be a JSON object")
-        text = encode({"task": task, "metadata": metadata})
-        check_depth(text, self.settings.max_json_depth, "metadata")
-        size = len(text.encode())
+        size = len(encode({"task": task, "metadata": metadata}).encode())
+        # After encoding, which refuses reference cycles the walk could not end on.
+        check_depth({"metadata": metadata}, self.settings.max_json_depth, "metadata")
         if size > self.settings.max_event_bytes:
             raise EventTooLarge(
                 f"task and metadata are {size} bytes encoded; the limit is "
