@@ -9,9 +9,11 @@ than by a chain of ``isinstance`` checks — the way h11 attaches
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import reprlib
+from typing import Any, ClassVar, Final
 
 __all__ = [
+    "QUOTE_LIMIT",
     "AuthenticationError",
     "BadRequest",
     "CapacityError",
@@ -24,7 +26,45 @@ __all__ = [
     "WorkflowConflict",
     "WorkflowExists",
     "WorkflowNotFound",
+    "cut",
+    "quote",
 ]
+
+#: Characters of client input an error message repeats at most; the rest is
+#: cut and marked with "…", so a 1 MB field name never comes back whole.
+QUOTE_LIMIT: Final = 80
+ELLIPSIS: Final = "\u2026"
+
+_repr = reprlib.Repr()
+_repr.maxlevel = 2
+_repr.maxstring = _repr.maxother = _repr.maxlong = QUOTE_LIMIT
+_repr.maxdict = _repr.maxlist = _repr.maxtuple = 4
+
+
+def cut(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` as a message may show it: at most ``limit`` characters, then "…"."""
+    return text if len(text) <= limit else text[:limit] + ELLIPSIS
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``value`` quoted (``repr``) for an error message, about ``limit`` characters at most.
+
+    Never costs more than the part it shows: a long string is cut before it is
+    quoted, a container is summarised (:mod:`reprlib`), and an integer too
+    large to print (Python refuses past 4300 digits) is described instead.
+    """
+    if isinstance(value, str):
+        text = repr(value[:limit])
+        if len(value) > limit:
+            text = text[:-1] + ELLIPSIS + text[-1]
+        return text
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    try:
+        text = _repr.repr(value)
+    except ValueError:  # an integer nested in a container, too large to print
+        text = f"a {type(value).__name__}"
+    return cut(text, limit)
 
 
 class FelixError(Exception):

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from felix._errors import quote
+
 __all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
 
 KIB = 1024
@@ -22,13 +24,17 @@ MIB = 1024 * 1024
 MIN_SECRET_LENGTH = 16
 #: Longest FELIX_TOKEN_MAX_TTL: subscribe tokens are meant to be short-lived.
 MAX_TOKEN_TTL = 366 * 24 * 3600
+#: Highest FELIX_MAX_JSON_DEPTH: Python's JSON encoder and parser recurse once
+#: per level, within a stack of about 1000 frames that the server's own
+#: frames share, so deeper documents could not be read back reliably.
+MAX_JSON_DEPTH_CEILING = 256
 
 
 def _broker(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value != "memory" and urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
         raise SettingsError(
             f"{attribute.name} must be memory or a redis://, rediss:// or unix:// URL, "
-            f"got {value[:100]!r}"
+            f"got {quote(value)}"
         )
 
 
@@ -67,7 +73,7 @@ def _origins(_instance: object, attribute: attrs.Attribute[Any], value: tuple[st
         if origin != "*" and not _is_origin(origin):
             raise SettingsError(
                 f"{attribute.name} takes full origins such as https://app.example.com, or *; "
-                f"got {origin[:100]!r}"
+                f"got {quote(origin)}"
             )
 
 
@@ -88,9 +94,16 @@ def _is_origin(text: str) -> bool:
     )
 
 
+def _json_depth(_instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= MAX_JSON_DEPTH_CEILING:
+        raise SettingsError(
+            f"{attribute.name} must be between 1 and {MAX_JSON_DEPTH_CEILING}, got {value}"
+        )
+
+
 def _log_format(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
     if value not in ("text", "json"):
-        raise SettingsError(f"{attribute.name} must be text or json, got {value[:32]!r}")
+        raise SettingsError(f"{attribute.name} must be text or json, got {quote(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -103,6 +116,11 @@ class Settings:
     api_keys: tuple[str, ...] = attrs.field(default=(), repr=False)
     #: Events kept per workflow for replay; the oldest is dropped beyond it.
     history_size: int = attrs.field(default=1000, validator=_positive)
+    #: Bytes of events kept per workflow for replay; the oldest are dropped beyond.
+    history_bytes: int = attrs.field(default=8 * MIB, validator=_positive)
+    #: Bytes of events kept for replay by all workflows of this server together;
+    #: beyond, the oldest go first, of finished workflows before running ones.
+    history_budget_bytes: int = attrs.field(default=512 * MIB, validator=_positive)
     #: Seconds a finished workflow stays readable before it is forgotten.
     retention_seconds: float = attrs.field(default=3600.0, validator=_positive)
     #: Workflows held at once (finished ones count until forgotten); 503 beyond.
@@ -111,6 +129,8 @@ class Settings:
     max_agents_per_workflow: int = attrs.field(default=1000, validator=_positive)
     #: Largest event, encoded with its envelope, in bytes; 413 beyond.
     max_event_bytes: int = attrs.field(default=64 * KIB, validator=_positive)
+    #: Deepest nesting of arrays and objects in any JSON received; 422 beyond.
+    max_json_depth: int = attrs.field(default=64, validator=_json_depth)
     #: Most events in one batch; 413 beyond.
     max_batch_events: int = attrs.field(default=1000, validator=_positive)
     #: Largest REST request body in bytes; 413 beyond.
@@ -203,7 +223,7 @@ class Settings:
             try:
                 values[name] = _parse(kind, raw)
             except ValueError:
-                raise SettingsError(f"{variable}={raw!r} is not a valid {kind}") from None
+                raise SettingsError(f"{variable}={quote(raw)} is not a valid {kind}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
         try:
             return cls(**values)
@@ -248,6 +268,20 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "integer",
         "Events kept per workflow for replay (`after=`); the oldest is dropped beyond it.",
     ),
+    "history_bytes": (
+        "FELIX_HISTORY_BYTES",
+        "integer",
+        "Bytes of events kept per workflow for replay, counted as each event's encoded "
+        "frame plus 320 bytes; the oldest are dropped beyond it (a resume that "
+        "needed them gets `recovered: false`).",
+    ),
+    "history_budget_bytes": (
+        "FELIX_HISTORY_BUDGET_BYTES",
+        "integer",
+        "Bytes of events kept for replay by all workflows of this server (of this node, "
+        "with a broker) together; beyond it the oldest retained events go first, those of "
+        "finished workflows before those of running ones.",
+    ),
     "retention_seconds": (
         "FELIX_RETENTION_SECONDS",
         "number",
@@ -268,6 +302,13 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_MAX_EVENT_BYTES",
         "integer",
         "Largest event, encoded with its envelope, in bytes; 413 beyond.",
+    ),
+    "max_json_depth": (
+        "FELIX_MAX_JSON_DEPTH",
+        "integer",
+        "Deepest nesting of arrays and objects in any JSON received (request bodies, "
+        "producer frames, WebSocket commands, and events or metadata handed to an embedded "
+        "hub); 422 beyond. At most 256.",
     ),
     "max_batch_events": (
         "FELIX_MAX_BATCH_EVENTS",

@@ -31,7 +31,9 @@ def big_batch(start: int, count: int = 10) -> list[dict[str, Any]]:
 async def test_slow_consumer_is_closed_4008_and_others_lose_nothing(
     start_server: StartServer,
 ) -> None:
-    server = await start_server(subscriber_buffer_bytes=256 * 1024, history_size=5000)
+    server = await start_server(
+        subscriber_buffer_bytes=256 * 1024, history_size=5000, history_bytes=1 << 30
+    )
     async with server.client() as client:
         workflow_id = await create_workflow(client)
         fast_seqs: list[int] = []
@@ -86,9 +88,13 @@ async def test_stalled_reader_is_disconnected_after_the_send_timeout(
     start_server: StartServer,
 ) -> None:
     # How many events get in before the deadline depends on the machine; a
-    # history that holds them all keeps the resume check independent of it.
+    # history that holds them all (in count and in bytes) keeps the resume
+    # check independent of it.
     server = await start_server(
-        send_timeout=0.5, subscriber_buffer_bytes=64 * 1024 * 1024, history_size=1_000_000
+        send_timeout=0.5,
+        subscriber_buffer_bytes=64 * 1024 * 1024,
+        history_size=1_000_000,
+        history_bytes=1 << 30,
     )
     async with server.client() as client:
         workflow_id = await create_workflow(client)

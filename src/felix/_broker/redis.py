@@ -45,7 +45,13 @@ from coredis.tokens import PureToken
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
 from felix._core.workflow import WorkflowState
-from felix._errors import BrokerUnavailable, CapacityError, WorkflowExists, WorkflowNotFound
+from felix._errors import (
+    BrokerUnavailable,
+    CapacityError,
+    WorkflowExists,
+    WorkflowNotFound,
+    cut,
+)
 from felix._patches import coredis_stream_leak
 from felix.settings import Settings
 
@@ -468,7 +474,9 @@ async def open_redis_broker(settings: Settings) -> AsyncIterator[RedisBroker]:
             settings.broker, decode_responses=True, connect_timeout=settings.broker_timeout
         )
     except ValueError as error:
-        raise BrokerUnavailable(f"FELIX_BROKER is not a usable Redis URL: {error}") from None
+        raise BrokerUnavailable(
+            f"FELIX_BROKER is not a usable Redis URL: {cut(str(error))}"
+        ) from None
     ready = False
     try:
         async with contextlib.AsyncExitStack() as stack:

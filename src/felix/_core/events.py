@@ -15,19 +15,22 @@ from typing import Any, Final
 
 import attrs
 
-from felix._errors import EventTooLarge, InvalidEvent
+from felix._errors import EventTooLarge, InvalidEvent, cut, quote
 
 __all__ = [
     "ENVELOPE_FIELDS",
+    "MAX_JSON_DEPTH",
     "STATUSES",
     "TERMINAL_STATUSES",
     "WORKFLOW_EVENT_TYPES",
     "Event",
     "Frame",
+    "check_depth",
     "decode_json",
     "encode",
     "format_timestamp",
     "make_frame",
+    "nests_deeper",
     "validate_broadcast",
     "validate_event",
 ]
@@ -41,6 +44,9 @@ ENVELOPE_FIELDS: Final = frozenset({"type", "workflow_id", "seq", "timestamp"})
 #: Types only the server sends; a producer may not publish or broadcast them.
 SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error", "workflow_created"})
 TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.:-]{0,63}")
+#: Deepest nesting of arrays and objects accepted anywhere JSON comes in
+#: (``FELIX_MAX_JSON_DEPTH``'s default). The top-level value counts as 1.
+MAX_JSON_DEPTH: Final = 64
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -66,8 +72,54 @@ def encode_utf8(obj: Any) -> tuple[str, bytes]:
 
 
 def _short(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return cut(str(exc))
+
+
+# --- nesting depth -----------------------------------------------------------
+
+_CONTAINERS: Final = (dict, list, tuple)
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests dicts and lists more than ``limit`` deep.
+
+    The value itself is level 1 if it is a container (a scalar is level 0).
+    Iterative, never recursive, and stops at the first level past the
+    limit. It costs a type check per container item, not per byte: a 60 KB
+    string field is one check, so on the publish path it is cheaper than any
+    scan of the text. ``value`` must be free of reference cycles (it was
+    parsed, or the encoder, which refuses cycles, has already seen it).
+    """
+    if not isinstance(value, _CONTAINERS):
+        return False
+    # Level by level: one list per level, not a stack entry per container
+    # (three times faster on a batch of a thousand events).
+    level = [value]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > limit:
+            return True
+        below = []
+        for container in level:
+            for item in container.values() if isinstance(container, dict) else container:
+                if isinstance(item, _CONTAINERS):
+                    below.append(item)
+        level = below
+    return False
+
+
+def check_depth(value: Any, limit: int, what: str = "JSON") -> None:
+    """Raise :class:`InvalidEvent` (422) if ``value`` nests deeper than ``limit``."""
+    if nests_deeper(value, limit):
+        raise _too_deep(what, limit)
+
+
+def _too_deep(what: str, limit: int) -> InvalidEvent:
+    return InvalidEvent(
+        f"{what} is nested too deeply: more than {limit} levels of arrays and objects, "
+        "the limit (FELIX_MAX_JSON_DEPTH)"
+    )
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -92,13 +144,14 @@ def frame_header(length: int) -> bytes:
 class Frame:
     """One encoded WebSocket text frame and what a buffer needs to know of it.
 
-    ``size`` is the UTF-8 length of ``text`` and ``wire`` the complete frame
-    as it goes on the wire (header and payload), both computed once, so byte
-    budgets and writes cost no encoding per subscriber.
+    ``wire`` is the complete frame as it goes on the wire (header and UTF-8
+    payload) and ``size`` the payload's length, both computed once, so byte
+    budgets and writes cost no encoding per subscriber. The frame holds its
+    JSON only as these bytes: a retained event costs one copy of itself, not
+    a text and a byte string besides (see :attr:`text`).
     """
 
     type: str
-    text: str
     size: int
     wire: bytes
 
@@ -107,9 +160,17 @@ class Frame:
         """Build a frame from its text (and its UTF-8 bytes, if already known)."""
         if payload is None:
             payload = text.encode()
-        return cls(
-            type=frame_type, text=text, size=len(payload), wire=frame_header(len(payload)) + payload
-        )
+        return cls(type=frame_type, size=len(payload), wire=frame_header(len(payload)) + payload)
+
+    @property
+    def text(self) -> str:
+        """The JSON text, decoded from :attr:`wire` at each call (it is not kept).
+
+        For writers that need a ``str`` (the ASGI path, the broker, tests);
+        the direct socket writer sends :attr:`wire` as it is.
+        """
+        wire = self.wire
+        return str(memoryview(wire)[len(wire) - self.size :], "utf-8")
 
 
 def make_frame(obj: dict[str, Any]) -> Frame:
@@ -121,22 +182,37 @@ def make_frame(obj: dict[str, Any]) -> Frame:
 class Event:
     """A published workflow event with its envelope, as subscribers see it.
 
-    ``fields`` are the producer's own fields (never the envelope). ``frame``
-    is the single encoding shared by history and every subscriber.
+    ``frame`` is the single encoding shared by history and every subscriber.
+    :attr:`fields`, the producer's own fields (never the envelope), are kept
+    as Python objects only until the event enters a workflow's history; from
+    then on they are parsed back from the frame when asked for, so a retained
+    event is held once, as its wire bytes.
     """
 
     type: str
     workflow_id: str
     seq: int
     timestamp: str
-    fields: dict[str, Any]
     frame: Frame
+    _fields: dict[str, Any] | None = attrs.field(default=None, eq=False, repr=False, alias="fields")
 
     @classmethod
     def build(
-        cls, event_type: str, workflow_id: str, seq: int, timestamp: str, fields: dict[str, Any]
+        cls,
+        event_type: str,
+        workflow_id: str,
+        seq: int,
+        timestamp: str,
+        fields: dict[str, Any],
+        *,
+        max_depth: int | None = None,
     ) -> Event:
-        """Give ``fields`` an envelope and encode the result exactly once."""
+        """Give ``fields`` an envelope and encode the result exactly once.
+
+        Raises :class:`InvalidEvent` if the fields cannot be JSON, or (with
+        ``max_depth``) nest deeper than that: fields handed in as Python
+        objects (embedding) get the same bound as parsed ones.
+        """
         envelope = {
             "type": event_type,
             "workflow_id": workflow_id,
@@ -144,13 +220,16 @@ class Event:
             "timestamp": timestamp,
         }
         text, payload = encode_utf8({**envelope, **fields})
+        if max_depth is not None:
+            # After encoding, which refuses reference cycles the walk could not end on.
+            check_depth(fields, max_depth, "the event")
         return cls(
             type=event_type,
             workflow_id=workflow_id,
             seq=seq,
             timestamp=timestamp,
-            fields=fields,
             frame=Frame.of(event_type, text, payload),
+            fields=fields,
         )
 
     @classmethod
@@ -161,24 +240,43 @@ class Event:
         one the publishing node built.
         """
         obj = json.loads(text)
-        fields = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}
         return cls(
             type=obj["type"],
             workflow_id=obj["workflow_id"],
             seq=obj["seq"],
             timestamp=obj["timestamp"],
-            fields=fields,
             frame=Frame.of(obj["type"], text),
+            fields={key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS},
         )
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The producer's fields; parsed from the frame once the event is retained."""
+        fields = self._fields
+        if fields is None:
+            obj = json.loads(self.frame.text)
+            fields = {key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS}
+        return fields
+
+    def retain(self) -> None:
+        """Drop the parsed fields: the history keeps only the encoded frame.
+
+        Called by :class:`~felix._core.history.History` when the event enters
+        it; :attr:`fields` stays readable (parsed again on demand).
+        """
+        object.__setattr__(self, "_fields", None)
 
     def to_json(self) -> dict[str, Any]:
         """The event as the flat JSON object of the contract."""
+        if self._fields is None:
+            parsed: dict[str, Any] = json.loads(self.frame.text)
+            return parsed
         return {
             "type": self.type,
             "workflow_id": self.workflow_id,
             "seq": self.seq,
             "timestamp": self.timestamp,
-            **self.fields,
+            **self._fields,
         }
 
 
@@ -189,7 +287,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidEvent(f"duplicate key {key!r} in JSON object")
+            raise InvalidEvent(f"duplicate key {quote(key)} in JSON object")
         result[key] = value
     return result
 
@@ -201,14 +299,20 @@ def _no_constants(name: str) -> Any:
 def _finite_float(literal: str) -> float:
     value = float(literal)
     if not math.isfinite(value):
-        raise InvalidEvent(f"number {literal[:32]} is out of range")
+        raise InvalidEvent(f"number {cut(literal)} is out of range")
     return value
 
 
-def decode_json(data: bytes | str) -> Any:
-    """Parse a request body strictly: UTF-8, no duplicate keys, no NaN/Infinity.
+def decode_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a request body strictly: UTF-8, no duplicate keys, no NaN/Infinity,
+    arrays and objects nested at most ``max_depth`` deep.
 
-    Raises :class:`InvalidEvent` (422) naming what is wrong.
+    Every JSON document a client sends comes in here (REST bodies, producer
+    frames, WebSocket commands), so nothing deeper than the limit is ever
+    accepted for a later read to fail to encode. The parser's own recursion
+    ends in :class:`RecursionError` about 1000 levels down, reported as too
+    deep; below that the parsed value is walked without recursion. Raises
+    :class:`InvalidEvent` (422) naming what is wrong.
     """
     if isinstance(data, bytes):
         try:
@@ -216,7 +320,7 @@ def decode_json(data: bytes | str) -> Any:
         except UnicodeDecodeError as exc:
             raise InvalidEvent(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(
+        parsed = json.loads(
             data,
             object_pairs_hook=_no_duplicates,
             parse_constant=_no_constants,
@@ -227,10 +331,12 @@ def decode_json(data: bytes | str) -> Any:
             f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
-        raise InvalidEvent("malformed JSON: nested too deeply") from None
+        raise _too_deep("JSON", max_depth) from None
     except ValueError as exc:
         # e.g. integers past Python's 4300-digit conversion limit.
         raise InvalidEvent(f"malformed JSON: {_short(exc)}") from None
+    check_depth(parsed, max_depth)
+    return parsed
 
 
 # --- validation --------------------------------------------------------------
@@ -268,7 +374,9 @@ def _number(
     ):
         raise InvalidEvent(f"{event_type}: field {name!r} must be a number")
     if unit and not 0 <= value <= 1:
-        raise InvalidEvent(f"{event_type}: field {name!r} must be between 0 and 1, got {value}")
+        raise InvalidEvent(
+            f"{event_type}: field {name!r} must be between 0 and 1, got {quote(value)}"
+        )
 
 
 def _boolean(fields: dict[str, Any], name: str, event_type: str) -> None:
@@ -290,7 +398,9 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
         raise InvalidEvent("field 'type' is required and must be a string")
     if event_type not in WORKFLOW_EVENT_TYPES:
         allowed = ", ".join(sorted(WORKFLOW_EVENT_TYPES))
-        raise InvalidEvent(f"field 'type': unknown event type {event_type!r}; one of {allowed}")
+        raise InvalidEvent(
+            f"field 'type': unknown event type {quote(event_type)}; one of {allowed}"
+        )
     taken = sorted(ENVELOPE_FIELDS.intersection(obj) - {"type"})
     if taken:
         raise InvalidEvent(
@@ -302,7 +412,7 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
         if status not in STATUSES:
             raise InvalidEvent(
                 f"workflow_status: field 'status' must be one of {', '.join(STATUSES)}, "
-                f"got {status!r}"
+                f"got {quote(status)}"
             )
     elif event_type == "agent_spawned":
         _string(fields, "agent_id", event_type)
@@ -334,11 +444,14 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
     return event_type, fields
 
 
-def validate_broadcast(obj: Any, now: datetime, max_bytes: int) -> Frame:
+def validate_broadcast(
+    obj: Any, now: datetime, max_bytes: int, max_depth: int = MAX_JSON_DEPTH
+) -> Frame:
     """Check a system broadcast and encode it once.
 
     A broadcast has no ``seq`` and no ``workflow_id``; the server stamps its
-    ``timestamp``. Raises :class:`InvalidEvent` or :class:`EventTooLarge`.
+    ``timestamp``. Raises :class:`InvalidEvent` (also when it nests deeper
+    than ``max_depth``) or :class:`EventTooLarge`.
     """
     if not isinstance(obj, dict):
         raise InvalidEvent(f"a broadcast must be a JSON object, got {_json_kind(obj)}")
@@ -349,14 +462,16 @@ def validate_broadcast(obj: Any, now: datetime, max_bytes: int) -> Frame:
         )
     if event_type in WORKFLOW_EVENT_TYPES or event_type in SERVER_TYPES:
         raise InvalidEvent(
-            f"field 'type': {event_type!r} is reserved; a broadcast uses any other name"
+            f"field 'type': {quote(event_type)} is reserved; a broadcast uses any other name"
         )
     taken = sorted(ENVELOPE_FIELDS.intersection(obj) - {"type"})
     if taken:
         raise InvalidEvent(
             f"field {taken[0]!r} is set by the server and not allowed in a broadcast"
         )
-    frame = make_frame({**obj, "timestamp": format_timestamp(now)})
+    text, payload = encode_utf8({**obj, "timestamp": format_timestamp(now)})
+    check_depth(obj, max_depth, "the broadcast")
+    frame = Frame.of(event_type, text, payload)
     if frame.size > max_bytes:
         raise EventTooLarge(f"broadcast is {frame.size} bytes encoded; the limit is {max_bytes}")
     return frame

@@ -9,14 +9,14 @@ step that no other task can interleave with.
 from __future__ import annotations
 
 import itertools
-from collections import deque
 from datetime import datetime
 from typing import Any
 
 import attrs
 
-from felix._core.events import TERMINAL_STATUSES, Event, format_timestamp
-from felix._errors import EventTooLarge, InvalidEvent, WorkflowConflict
+from felix._core.events import MAX_JSON_DEPTH, TERMINAL_STATUSES, Event, format_timestamp
+from felix._core.history import History, HistoryBudget
+from felix._errors import EventTooLarge, FelixError, InvalidEvent, WorkflowConflict
 
 __all__ = ["Replay", "WorkflowState"]
 
@@ -27,7 +27,8 @@ class Replay:
 
     ``recovered`` is ``None`` when the subscriber did not ask to resume,
     ``True`` when every event after its position is still retained, and
-    ``False`` when some were dropped from the history ring (or the position is
+    ``False`` when some were dropped from the history (by its count or byte
+    bound, or the server's history budget), or the position is
     ahead of the workflow, which only a client of another incarnation of the
     workflow can hold); ``events`` then starts at the oldest one kept.
     """
@@ -45,8 +46,14 @@ class WorkflowState:
     task: str | None = None
     metadata: dict[str, Any] = attrs.Factory(dict)
     history_size: int = 1000
+    #: Bytes of retained events (see :mod:`felix._core.history`); oldest dropped beyond.
+    history_bytes: int = 8 * 1024 * 1024
+    #: A bound shared with other workflows' histories (the runtime's), or None.
+    history_budget: HistoryBudget | None = attrs.field(default=None, repr=False)
     max_event_bytes: int = 64 * 1024
     max_agents: int = 1000
+    #: Deepest nesting of arrays and objects an event may have, encoded.
+    max_json_depth: int = MAX_JSON_DEPTH
     status: str = "pending"
     last_seq: int = 0
     updated_at: str = ""
@@ -54,12 +61,17 @@ class WorkflowState:
     synthesis: dict[str, Any] | None = None
     result: Any = None
     error: dict[str, Any] | None = None
-    history: deque[Event] = attrs.field(init=False)
+    history: History = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        # The ring drops the oldest event when full: bounded memory, and a
-        # resuming client learns of the gap through ``recovered: false``.
-        self.history = deque(maxlen=self.history_size)
+        # The history drops the oldest events past its bounds: bounded memory,
+        # and a resuming client learns of the gap through ``recovered: false``.
+        self.history = History(
+            max_events=self.history_size,
+            max_bytes=self.history_bytes,
+            budget=self.history_budget,
+            finished=self.terminal,
+        )
         if not self.updated_at:
             self.updated_at = self.created_at
 
@@ -111,9 +123,18 @@ class WorkflowState:
                         index=index,
                     )
                 new_agents.add(agent_id)
-            event = Event.build(
-                event_type, self.workflow_id, self.last_seq + index + 1, timestamp, fields
-            )
+            try:
+                event = Event.build(
+                    event_type,
+                    self.workflow_id,
+                    self.last_seq + index + 1,
+                    timestamp,
+                    fields,
+                    max_depth=self.max_json_depth,
+                )
+            except FelixError as error:
+                error.details["index"] = index
+                raise
             if event.frame.size > self.max_event_bytes:
                 raise EventTooLarge(
                     f"event is {event.frame.size} bytes encoded; "
@@ -123,19 +144,29 @@ class WorkflowState:
             events.append(event)
         return events
 
-    def apply(self, events: list[Event]) -> None:
+    def apply(self, events: list[Event], *, retain: bool = True) -> None:
         """Apply events already checked (here or by another node), in ``seq`` order.
 
         Events at or below ``last_seq`` are skipped, so a node that hears of
-        its own commit again, or of a batch twice, stays exactly-once.
+        its own commit again, or of a batch twice, stays exactly-once. With
+        ``retain`` (the default) they enter the history.
         """
+        applied: list[Event] = []
         for event in events:
             if event.seq <= self.last_seq:
                 continue
-            self._apply(event)
-            self.status = _next_status(self.status, event.type, event.fields, 0, strict=False)
+            fields = event.fields
+            self._apply(event, fields)
+            self.status = _next_status(self.status, event.type, fields, 0, strict=False)
             self.last_seq = event.seq
             self.updated_at = event.timestamp
+            applied.append(event)
+        if retain and applied:
+            self.history.extend(applied, finished=self.terminal)
+
+    def restore(self, events: list[Event]) -> None:
+        """Fill the history of a state rebuilt from storage with its retained events."""
+        self.history.extend(events, finished=self.terminal)
 
     def preview(self, events: list[Event]) -> WorkflowState:
         """A copy of this state with ``events`` applied, this one untouched.
@@ -143,13 +174,11 @@ class WorkflowState:
         A broker stores the state a batch leads to together with the batch,
         before the node's own copy may change. The copy has no history.
         """
-        trial = attrs.evolve(self, agents=dict(self.agents))
-        trial.apply(events)
+        trial = attrs.evolve(self, agents=dict(self.agents), history_budget=None)
+        trial.apply(events, retain=False)
         return trial
 
-    def _apply(self, event: Event) -> None:
-        self.history.append(event)
-        fields = event.fields
+    def _apply(self, event: Event, fields: dict[str, Any]) -> None:
         if event.type in ("agent_spawned", "agent_output"):
             # A new dict, never an update in place: a preview (see
             # :meth:`preview`) shares the agent dicts of the state it copied.
@@ -192,8 +221,9 @@ class WorkflowState:
         if after is None:
             return Replay(recovered=None, events=[])
         if not self.history:
-            # Nothing retained: a position ahead of us cannot be honoured.
-            return Replay(recovered=after <= self.last_seq, events=[])
+            # Nothing retained (no events yet, or all evicted): only a client
+            # that has seen everything lost nothing.
+            return Replay(recovered=after == self.last_seq, events=[])
         oldest = self.history[0].seq
         if after > self.last_seq:
             return Replay(recovered=False, events=list(self.history))

@@ -28,7 +28,7 @@ import trio
 
 from felix._broker import Broker, Stored
 from felix._core.events import Event, Frame, format_timestamp, make_frame
-from felix._core.workflow import WorkflowState
+from felix._core.workflow import Replay, WorkflowState
 from felix._errors import BrokerUnavailable, CapacityError, FelixError, WorkflowNotFound
 from felix._runtime.counters import Counters
 from felix._runtime.subscription import (
@@ -249,6 +249,7 @@ class WorkflowActor:
         for subscription in self._subscribers:
             subscription.finish(CLOSE_NORMAL, f"workflow {self.state.status}")
         self._subscribers.clear()
+        self.state.history.close()  # its bytes leave the hub's history budget
         self.on_exit(self)
 
     def _handle_queued(self, command: _Command) -> None:
@@ -310,7 +311,7 @@ class WorkflowActor:
         self._flush()
         if isinstance(command, _Subscribe):
             try:
-                self._subscribe(command.subscription, command.after)
+                self._subscribe(command.subscription, self.state.replay(command.after))
             except FelixError as error:
                 command.reply.set(error=error)
             else:
@@ -349,7 +350,14 @@ class WorkflowActor:
                 # The client saw events (on another node) that this copy has
                 # not heard of yet: catch up, or its replay would repeat them.
                 await self._resync()
-            self._apply(command)
+            replay = await self._replay_shared(command.after)
+            self._flush()
+            try:
+                self._subscribe(command.subscription, replay)
+            except FelixError as error:
+                command.reply.set(error=error)
+            else:
+                command.reply.set()
         elif isinstance(command, _Remote):
             if command.events[0].seq > self.state.last_seq + 1:
                 self._stale = True  # a batch went missing: the broker has it
@@ -396,6 +404,31 @@ class WorkflowActor:
             # batch again on top (its seq, and its checks: it may be terminal now).
             await self._resync()
 
+    async def _replay_shared(self, after: int | None) -> Replay:
+        """This copy's replay, or the broker's when the copy dropped events it still has.
+
+        A node's copy loses its oldest events to its own bounds and to the
+        node's history budget; the broker's stream may still hold them, and a
+        client resuming here should not get ``recovered: false`` for what
+        another node could replay.
+        """
+        assert self.broker is not None
+        replay = self.state.replay(after)
+        if replay.recovered is not False or after is None or after >= self.state.last_seq:
+            return replay
+        last_seq = self.state.last_seq
+        try:
+            stored = await self.broker.events_after(
+                self.workflow_id, after, self.state.history_size
+            )
+        except BrokerUnavailable:
+            return replay  # what this copy has, and recovered: false, beats a refusal
+        # Only up to this copy's last_seq: later events reach it through the feed.
+        events = [event for event in stored or () if event.seq <= last_seq]
+        if events and events[0].seq == after + 1 and events[-1].seq == last_seq:
+            return Replay(recovered=True, events=events)
+        return replay
+
     def _deliver(self, events: list[Event]) -> None:
         fresh = [event for event in events if event.seq > self.state.last_seq]
         if fresh:
@@ -423,6 +456,7 @@ class WorkflowActor:
             for subscription in self._subscribers:
                 subscription.kick(CLOSE_SLOW_CONSUMER, "fell behind the broker; resume with after=")
             self._subscribers.clear()
+        self.state.history.close()  # replaced whole: its bytes leave the budget
         self.state = self.state_from(stored)
         if missed:
             self._fan_out(missed)
@@ -444,12 +478,11 @@ class WorkflowActor:
             subscribers.clear()
             self._ended_at = min(self._ended_at, trio.current_time())
 
-    def _subscribe(self, subscription: Subscription, after: int | None) -> None:
+    def _subscribe(self, subscription: Subscription, replay: Replay) -> None:
         if not self.state.terminal and self.subscriber_count() >= self.max_subscribers:
             raise CapacityError(
                 f"workflow {self.workflow_id} has {self.max_subscribers} connections, the limit"
             )
-        replay = self.state.replay(after)
         connected: dict[str, Any] = {
             "type": "connected",
             "workflow_id": self.workflow_id,
@@ -557,4 +590,5 @@ class WorkflowActor:
             "publishers_waiting": stats.tasks_waiting_send,
             "subscribers": self.subscriber_count(),
             "history": len(self.state.history),
+            "history_bytes": self.state.history.nbytes,
         }

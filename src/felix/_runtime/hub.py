@@ -24,6 +24,7 @@ from felix._core.events import (
     STATUSES,
     Event,
     Frame,
+    check_depth,
     encode,
     format_timestamp,
     make_frame,
@@ -40,8 +41,11 @@ from felix._errors import (
     WorkflowConflict,
     WorkflowExists,
     WorkflowNotFound,
+    cut,
+    quote,
 )
 from felix._runtime.actor import PublishResult, WorkflowActor
+from felix._runtime.budget import HistoryAccountant
 from felix._runtime.counters import Counters
 from felix._runtime.subscription import (
     CLOSE_GOING_AWAY,
@@ -64,7 +68,7 @@ def _ignore(_frames: list[Frame]) -> None:
 
 def _check_status(status: str | None) -> None:
     if status is not None and status not in STATUSES:
-        raise InvalidEvent(f"status must be one of {', '.join(STATUSES)}")
+        raise InvalidEvent(f"status must be one of {', '.join(STATUSES)}, got {quote(status)}")
 
 
 def _now() -> str:
@@ -125,6 +129,12 @@ class Hub:
     _connections_gone: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: Totals for operators, read by the web layer's metrics collector.
     counters: Counters = attrs.field(factory=Counters, init=False)
+    #: Keeps the retained history of every workflow here within
+    #: ``settings.history_budget_bytes`` (see :mod:`felix._runtime.budget`).
+    history_budget: HistoryAccountant = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.history_budget = HistoryAccountant(self.settings.history_budget_bytes)
 
     # --- workflows ---------------------------------------------------------------
 
@@ -153,12 +163,20 @@ class Hub:
         if not isinstance(metadata, dict):
             raise InvalidEvent("field 'metadata' must be a JSON object")
         size = len(encode({"task": task, "metadata": metadata}).encode())
+        # After encoding, which refuses reference cycles the walk could not end on.
+        check_depth({"metadata": metadata}, self.settings.max_json_depth, "metadata")
         if size > self.settings.max_event_bytes:
             raise EventTooLarge(
                 f"task and metadata are {size} bytes encoded; the limit is "
                 f"{self.settings.max_event_bytes}"
             )
-        state = self._new_state(workflow_id, created_at=_now(), task=task, metadata=metadata)
+        state = self._new_state(
+            workflow_id,
+            created_at=_now(),
+            task=task,
+            metadata=metadata,
+            history_budget=self.history_budget,
+        )
         # Tells system-stream watchers (dashboards) of a workflow before its
         # first event; no seq: it is not one of the workflow's events.
         created = make_frame(
@@ -192,14 +210,23 @@ class Hub:
         return WorkflowState(
             workflow_id=workflow_id,
             history_size=self.settings.history_size,
+            history_bytes=self.settings.history_bytes,
             max_event_bytes=self.settings.max_event_bytes,
             max_agents=self.settings.max_agents_per_workflow,
+            max_json_depth=self.settings.max_json_depth,
             **fields,
         )
 
     def _state_from(self, stored: Stored) -> WorkflowState:
+        # A state to read once (a view with a broker): outside the budget.
         state = self._new_state(**stored.record)
-        state.history.extend(stored.events)
+        state.restore(stored.events)
+        return state
+
+    def _copy_from(self, stored: Stored) -> WorkflowState:
+        # This node's copy, held by an actor: its history counts in the budget.
+        state = self._new_state(**stored.record, history_budget=self.history_budget)
+        state.restore(stored.events)
         return state
 
     async def _start_actor(self, state: WorkflowState) -> WorkflowActor:
@@ -217,7 +244,7 @@ class Hub:
             counters=self.counters,
             broker=self.broker,
             idle_seconds=settings.broker_idle_seconds,
-            state_from=self._state_from,
+            state_from=self._copy_from,
         )
         # Registered before the await so a concurrent create of the same id
         # sees it taken.
@@ -238,13 +265,13 @@ class Hub:
         try:
             stored = await self.broker.load(workflow_id)
             if stored is None:
-                raise WorkflowNotFound(f"workflow {workflow_id} not found")
+                raise WorkflowNotFound(f"workflow {cut(workflow_id)} not found")
             if len(self._actors) >= self.settings.max_workflows:
                 raise CapacityError(
                     f"this node holds {self.settings.max_workflows} workflows, the limit; "
                     "copies nobody watches are dropped after FELIX_BROKER_IDLE_SECONDS"
                 )
-            actor = await self._start_actor(self._state_from(stored))
+            actor = await self._start_actor(self._copy_from(stored))
             # What was committed between the load and the registration went
             # past on the feed before this node listened for it.
             actor.resync_nowait()
@@ -261,7 +288,7 @@ class Hub:
         try:
             return self._actors[workflow_id]
         except KeyError:
-            raise WorkflowNotFound(f"workflow {workflow_id} not found") from None
+            raise WorkflowNotFound(f"workflow {cut(workflow_id)} not found") from None
 
     def _snapshot(self, actor: WorkflowActor) -> Workflow:
         return Workflow(**actor.view())
@@ -297,7 +324,7 @@ class Hub:
             return self._get_local(workflow_id)
         stored = await self.broker.view(workflow_id)
         if stored is None:
-            raise WorkflowNotFound(f"workflow {workflow_id} not found")
+            raise WorkflowNotFound(f"workflow {cut(workflow_id)} not found")
         return Workflow(**self._state_from(stored).view(self.connection_count(workflow_id)))
 
     async def list_workflows(
@@ -331,7 +358,7 @@ class Hub:
             return self._events_local(workflow_id, after, limit)
         events = await self.broker.events_after(workflow_id, after, limit)
         if events is None:
-            raise WorkflowNotFound(f"workflow {workflow_id} not found")
+            raise WorkflowNotFound(f"workflow {cut(workflow_id)} not found")
         return events
 
     async def require(self, workflow_id: str) -> None:
@@ -355,6 +382,7 @@ class Hub:
             "system_subscribers": len(self._system),
             "buffered_bytes": sum(sub.buffered_bytes for sub in self._connections.values()),
             "accepting": self._accepting,
+            **self.history_budget.statistics(),
         }
 
     def actor_statistics(self) -> list[dict[str, Any]]:
@@ -433,7 +461,9 @@ class Hub:
         Returns how many connections it was queued for. Raises
         :class:`InvalidEvent` for a workflow type or a malformed event.
         """
-        frame = validate_broadcast(event, datetime.now(UTC), self.settings.max_event_bytes)
+        frame = validate_broadcast(
+            event, datetime.now(UTC), self.settings.max_event_bytes, self.settings.max_json_depth
+        )
         if self.broker is not None:
             await self.broker.broadcast(frame)  # for the other nodes; this one delivers below
         return self.feed_broadcast(frame)

@@ -66,14 +66,15 @@ async def read_body(receive: Receive, headers: Iterable[tuple[bytes, bytes]], li
             return b"".join(chunks)
 
 
-def parse_json(body: bytes | str, *, optional: bool = False) -> Any:
+def parse_json(body: bytes | str, *, max_depth: int, optional: bool = False) -> Any:
     """The JSON value of a request body read by :func:`read_body`; every route parses here.
 
     An empty (or blank) body is None when ``optional``, else
-    :class:`~felix._errors.InvalidEvent` (422), as is malformed JSON.
+    :class:`~felix._errors.InvalidEvent` (422), as is malformed JSON and JSON
+    nested deeper than ``max_depth`` (``FELIX_MAX_JSON_DEPTH``).
     """
     if not body.strip():
         if optional:
             return None
         raise InvalidEvent("the request body is empty; send JSON")
-    return decode_json(body)
+    return decode_json(body, max_depth=max_depth)

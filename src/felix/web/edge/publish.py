@@ -35,7 +35,8 @@ async def publish_events(
     """
     workflow_id = params["workflow_id"]
     await hub.require(workflow_id)
-    parsed = parse_json(await read_body(receive, scope.get("headers", []), limit))
+    body = await read_body(receive, scope.get("headers", []), limit)
+    parsed = parse_json(body, max_depth=hub.settings.max_json_depth)
     if isinstance(parsed, list):
         if not parsed:
             raise InvalidEvent("the batch is empty; send at least one event")

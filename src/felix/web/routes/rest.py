@@ -44,7 +44,8 @@ def _settings() -> Settings:
 
 async def _json_body(*, optional: bool = False) -> Any:
     # The edge has read the body already, within the route's limit.
-    return parse_json(await request.get_data(cache=False, as_text=False), optional=optional)
+    data = await request.get_data(cache=False, as_text=False)
+    return parse_json(data, max_depth=_settings().max_json_depth, optional=optional)
 
 
 def _query_int(
