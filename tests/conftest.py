@@ -144,7 +144,7 @@ def task_names() -> list[str]:
 
 
 def _serves_a_websocket(task: trio.lowlevel.Task) -> bool:
-    if "felix.web.ws" in task.name or "WSStream" in task.name:
+    if "felix.web.edge.websocket" in task.name or "WSStream" in task.name:
         return True
     # Each connection's app runs in Hypercorn's _handle, which holds the ASGI scope.
     frame = getattr(task.coro, "cr_frame", None)

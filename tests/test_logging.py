@@ -114,7 +114,7 @@ async def test_connection_id_over_a_real_socket(
     def broken(text: str) -> dict[str, Any]:
         raise RuntimeError("command handling broke")
 
-    monkeypatch.setattr("felix.web.ws._command_reply", broken)
+    monkeypatch.setattr("felix.web.edge.websocket._command_reply", broken)
     async with server.client() as client:
         workflow_id = await create_workflow(client)
     async with server.open_ws(workflow_id) as ws:

@@ -1,4 +1,4 @@
-"""The token buckets of :mod:`felix.web.ratelimit`, sans-IO: time is a number we pass."""
+"""The token buckets of :mod:`felix.web.edge.ratelimit`, sans-IO: time is a number we pass."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import trio
 from hypothesis import given
 
 from felix import RateLimited
-from felix.web.ratelimit import RateLimiter, RateLimiterStatistics
+from felix.web.edge.ratelimit import RateLimiter, RateLimiterStatistics
 
 
 def test_off_when_rate_is_zero() -> None:

@@ -67,7 +67,7 @@ async def test_client_commands_are_answered_and_a_disconnect_ends_the_connection
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, sink: bool
 ) -> None:
     if not sink:  # as on a stream that cannot hand messages over
-        monkeypatch.setattr("felix.web.ws.listen", lambda _: None)
+        monkeypatch.setattr("felix.web.edge.websocket.listen", lambda _: None)
     server = await start_server()
     async with server.client() as client:
         workflow_id = await create_workflow(client)
@@ -81,7 +81,7 @@ async def test_client_commands_are_answered_and_a_disconnect_ends_the_connection
                 chunk = await sock.recv(4096)
                 assert chunk
                 received += chunk
-        readers = [name for name in task_names() if name.endswith("WebSocketRouter._read")]
+        readers = [name for name in task_names() if name.endswith("felix.web.edge.websocket._read")]
         assert len(readers) == (0 if sink else 1)
     await wait_until(lambda: server.hub.connection_count() == 0)
 

@@ -13,7 +13,7 @@ import trio
 
 from felix._runtime.hub import Hub
 from felix.web import create_app
-from felix.web.openapi import openapi_document
+from felix.web.routes.openapi import openapi_document
 from tests.conftest import Server, StartServer, create_workflow, publish
 
 KEY = "openapi-test-key-0123456789"
@@ -29,7 +29,7 @@ def _routes(hub: Hub) -> set[tuple[str, str]]:
         for method in rule.methods or ()
         if method not in _HIDDEN_METHODS
     }
-    # Served by felix.web.fast_publish before Quart routes it.
+    # Served by the edge (felix.web.edge.publish) before Quart routes it.
     routes.add(("POST", "/api/v1/workflows/{workflow_id}/events"))
     return routes
 

@@ -23,8 +23,8 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 
 from felix._errors import AuthenticationError
 from felix.settings import Settings
-from felix.web import auth
-from felix.web.tokens import TokenSigner
+from felix.web.edge import auth
+from felix.web.edge.tokens import TokenSigner
 from tests.conftest import Server, StartServer, create_workflow, publish, receive_json
 
 KEY = "key-one-0123456789abcdef"

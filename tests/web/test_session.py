@@ -14,10 +14,10 @@ import pytest
 
 from felix._errors import AuthenticationError
 from felix.settings import Settings
-from felix.web.dashboard import content_security_policy
+from felix.web.edge.session import SESSION_TTL, SessionSigner, session_credential
+from felix.web.edge.tokens import TokenSigner
 from felix.web.hypercorn.access_log import RedactingLogger
-from felix.web.session import SESSION_TTL, SessionSigner, session_credential
-from felix.web.tokens import TokenSigner
+from felix.web.routes.dashboard import content_security_policy
 from tests.conftest import Server, StartServer, create_workflow
 from tests.web.test_security import handshake, ws_path
 
@@ -329,9 +329,7 @@ def test_signer_round_trip_and_refusals() -> None:
 
 def test_helper_is_off_in_development_mode() -> None:
     headers = [("cookie", "felix_session=anything"), ("x-felix-dashboard", "1")]
-    credential = session_credential(
-        Settings(), method="GET", path="/api/v1/workflows", headers=headers
-    )
+    credential = session_credential(Settings(), method="GET", headers=headers)
     assert credential is None
 
 

@@ -358,13 +358,13 @@ async def test_vanished_client_leaves_nothing_behind(
 async def test_error_after_accept_closes_1011(
     server: Server, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import felix.web.ws
+    import felix.web.edge.websocket
 
     async def broken_writer(*_: Any) -> None:
         raise RuntimeError("simulated bug")
 
-    monkeypatch.setattr(felix.web.ws, "_write", broken_writer)
-    monkeypatch.setattr(felix.web.ws, "_write_direct", broken_writer)
+    monkeypatch.setattr(felix.web.edge.websocket, "_write", broken_writer)
+    monkeypatch.setattr(felix.web.edge.websocket, "_write_direct", broken_writer)
     workflow_id = await create_workflow(client)
     async with server.open_ws(workflow_id) as ws:
         code, reason, _ = await closed_with(ws)

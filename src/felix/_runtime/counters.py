@@ -3,7 +3,7 @@
 The hot path (an actor's fan-out, a subscription's offer) must not pay for
 metrics per delivery, so the hub and its actors bump plain integers here at
 most once per publish, per connection or per refused handshake, and the web
-layer's Prometheus collector (:mod:`felix.web.metrics`) reads them at scrape
+layer's Prometheus collector (:mod:`felix.web.routes.metrics`) reads them at scrape
 time.
 """
 

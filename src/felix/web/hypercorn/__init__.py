@@ -25,15 +25,29 @@ import hypercorn.trio.run
 import hypercorn.trio.tcp_server
 from hypercorn.config import Config
 
-from felix.web.hypercorn.direct_read import DirectReadWSStream
+from felix.web.hypercorn.access_log import RedactingLogger
+from felix.web.hypercorn.direct_read import DirectReadWSStream, listen
+from felix.web.hypercorn.direct_write import DirectWriter
 from felix.web.hypercorn.fix_dead_peers import DeadPeerWSStream, Pinger
+from felix.web.hypercorn.fix_http_close import close_http_connections
 from felix.web.hypercorn.fix_oversized_message import OversizeSafeWSStream
 from felix.web.hypercorn.fix_permessage_deflate import CompressionSettingWSStream
-from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
+from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer, abort_stalled_writes
 from felix.web.hypercorn.lean_connection import LeanReadTCPServer, LeanTaskGroup, LeanWSStream
 from felix.web.hypercorn.lean_http import OneWriteH11Protocol, QuickWriteTCPServer
 
-__all__ = ["FelixConfig", "FelixTCPServer", "FelixWSStream", "install", "installed"]
+__all__ = [
+    "DirectWriter",
+    "FelixConfig",
+    "FelixTCPServer",
+    "FelixWSStream",
+    "RedactingLogger",
+    "abort_stalled_writes",
+    "close_http_connections",
+    "install",
+    "installed",
+    "listen",
+]
 
 
 class FelixTCPServer(QuickWriteTCPServer, DeadlineTCPServer, LeanReadTCPServer):

@@ -9,7 +9,7 @@ its WebSocket, resuming with ``after=`` after a drop.
 These routes are open: the files hold no data, and the session routes do
 their own checks. With ``FELIX_API_KEY`` set, the page signs in through
 ``POST /dashboard/session`` (the key in the ``Authorization`` header, once),
-which answers with the session cookie of :mod:`felix.web.session`; the key is
+which answers with the session cookie of :mod:`felix.web.edge.session`; the key is
 never stored by the page and the cookie never holds it. In development mode
 no sign-in is needed.
 
@@ -28,17 +28,17 @@ import time
 from typing import Final
 
 import attrs
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, request
 
 from felix._errors import AuthenticationError
 from felix.settings import Settings
-from felix.web.auth import check_api_key, key_from_headers
-from felix.web.session import COOKIE_NAME, SESSION_TTL, cookie_value, signer_for
-from felix.web.tokens import expires_at
+from felix.web.edge import CREDENTIAL, RouteNotFound, quote
+from felix.web.edge.session import COOKIE_NAME, SESSION_TTL, cookie_value, signer_for
+from felix.web.edge.tokens import expires_at
+from felix.web.routes import View
+from felix.web.routes.rest import json_response
 
-__all__ = ["dashboard", "is_dashboard_path"]
-
-dashboard = Blueprint("felix_dashboard", __name__)
+__all__ = ["VIEWS", "blueprint", "content_security_policy"]
 
 #: File name -> content type of what the dashboard serves; nothing else is.
 _TYPES: Final = {
@@ -80,11 +80,6 @@ def _load() -> dict[str, _Asset]:
 _ASSETS: Final = _load()
 
 
-def is_dashboard_path(path: str) -> bool:
-    """Whether ``path`` is one of the dashboard's own routes (served without the API key)."""
-    return path == "/" or path.startswith("/dashboard/")
-
-
 def content_security_policy(host: str | None) -> str:
     """The dashboard's policy; ``host`` (the request's Host) names its WebSocket origins.
 
@@ -100,7 +95,6 @@ def content_security_policy(host: str | None) -> str:
     )
 
 
-@dashboard.after_request
 async def _secure(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = content_security_policy(request.host)
     for name, value in _SECURITY_HEADERS.items():
@@ -118,19 +112,15 @@ def _file(name: str) -> Response:
     return Response(asset.body, status=200, content_type=asset.content_type, headers=headers)
 
 
-@dashboard.get("/")
 async def index() -> Response:
     """The dashboard page (``/#/`` lists workflows, ``/#/workflows/{id}`` shows one)."""
     return _file("index.html")
 
 
-@dashboard.get("/dashboard/<name>")
 async def asset(name: str) -> Response:
     """One of the dashboard's script, style sheet and icon; 404 for any other name."""
     if name not in _ASSETS or name == "index.html":
-        response = jsonify({"error": "not_found", "message": f"no dashboard file {name[:64]!r}"})
-        response.status_code = 404
-        return response
+        raise RouteNotFound(f"no dashboard file {quote(name)}")
     return _file(name)
 
 
@@ -140,7 +130,7 @@ def _settings() -> Settings:
 
 
 def _state(*, signed_in: bool, expires: int | None) -> Response:
-    response = jsonify(
+    response = json_response(
         {
             "key_required": not _settings().dev_mode,
             "signed_in": signed_in,
@@ -157,7 +147,6 @@ def _https() -> bool:
     return request.scheme == "https" or request.headers.get("Origin", "").startswith("https://")
 
 
-@dashboard.get("/dashboard/session")
 async def session_state() -> Response:
     """``{"key_required", "signed_in", "expires_at"}``: whether the page must ask for a key."""
     settings = _settings()
@@ -174,16 +163,17 @@ async def session_state() -> Response:
     return _state(signed_in=False, expires=None)
 
 
-@dashboard.post("/dashboard/session")
 async def sign_in() -> Response:
     """Trade the API key (in ``Authorization`` or ``X-API-Key``) for a session cookie.
 
-    401 for a missing or wrong key, as on every route. The cookie lasts
-    :data:`~felix.web.session.SESSION_TTL` seconds; the key itself is never
+    The edge has checked the key (401 for a missing or wrong one, as on
+    every keyed route) and says which key matched. The cookie lasts
+    :data:`~felix.web.edge.session.SESSION_TTL` seconds; the key itself is never
     stored. In development mode there is nothing to sign in to: 200, no cookie.
     """
     settings = _settings()
-    index = check_api_key(settings.api_keys, key_from_headers(request.headers.items()))
+    credential = request.scope.get(CREDENTIAL)  # "k:<index>", or None in development mode
+    index = int(credential[2:]) if isinstance(credential, str) and credential[:2] == "k:" else None
     if index is None:
         return _state(signed_in=True, expires=None)
     value, expires = signer_for(settings).mint(index, now=time.time())
@@ -200,9 +190,28 @@ async def sign_in() -> Response:
     return response
 
 
-@dashboard.delete("/dashboard/session")
 async def sign_out() -> Response:
     """Clear the session cookie (always 200; a DELETE cannot be forged cross-site)."""
     response = _state(signed_in=_settings().dev_mode, expires=None)
     response.delete_cookie(COOKIE_NAME, path="/", secure=_https(), httponly=True, samesite="Strict")
     return response
+
+
+#: Route name (:data:`felix.web.edge.routes.ROUTES`) -> handler.
+VIEWS: Final[dict[str, View]] = {
+    "dashboard": index,
+    "dashboard_file": asset,
+    "dashboard_session": session_state,
+    "dashboard_sign_in": sign_in,
+    "dashboard_sign_out": sign_out,
+}
+
+
+def blueprint() -> Blueprint:
+    """A new blueprint for one app, its answers carrying the page's security headers.
+
+    The app adds the URL rules, from the route table.
+    """
+    pages = Blueprint("felix_dashboard", __name__)
+    pages.after_request(_secure)
+    return pages

@@ -32,7 +32,7 @@ from felix._core.events import format_timestamp
 from felix._errors import AuthenticationError
 from felix._runtime.hub import WORKFLOW_ID
 from felix.settings import Settings
-from felix.web.signing import derive, open_signed, sign
+from felix.web.edge.signing import derive, open_signed, sign
 
 __all__ = ["SubscribeToken", "TokenSigner", "expires_at"]
 

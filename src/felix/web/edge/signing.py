@@ -1,7 +1,7 @@
 """Signed values: ``base64url(claims + HMAC-SHA256(secret, claims))``, unpadded.
 
-Subscribe tokens (``felix.web.tokens``) and dashboard sessions
-(``felix.web.session``) are both such values, with claims of their own and
+Subscribe tokens (``felix.web.edge.tokens``) and dashboard sessions
+(``felix.web.edge.session``) are both such values, with claims of their own and
 secrets derived under labels of their own, so one kind never passes for the
 other. This module holds what they share: deriving secrets, signing, and
 opening a value — canonical base64url only, its MAC compared in constant time

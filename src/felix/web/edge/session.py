@@ -11,15 +11,19 @@ and stops verifying as soon as the key that made it is removed from
 ``FELIX_API_KEY``. The derivation label differs from the subscribe tokens', so
 neither kind of value can pass for the other.
 
-Where the cookie counts is decided here and only here, by
-:func:`session_credential`, which the REST edge (``felix.web.app``) and the
-WebSocket edge (``felix.web.ws``) both call when a request carries no other
-credential. It counts for what the dashboard needs and nothing else:
+Which routes the cookie may open is the route table's to say
+(:data:`felix.web.edge.routes.ROUTES`, the routes whose policy has
+``Credential.SESSION``): what the dashboard needs and nothing else —
 
 - ``GET`` (and ``HEAD``) ``/api/v1/workflows`` and ``/api/v1/workflows/{id}``;
 - ``POST /api/v1/workflows/{id}/tokens`` (the page mints a subscribe token per
   connection);
 - the system stream ``WS /api/v1/ws/system/events`` (the list's live updates).
+
+How a request must look for the cookie to count there (the CSRF rules below)
+is decided here and only here, by :func:`session_credential`, which the one
+``authenticate`` (:mod:`felix.web.edge.auth`) calls when a request carries no
+other credential.
 
 Against cross-site request forgery, on REST the cookie counts only with the
 ``X-Felix-Dashboard: 1`` header (which a cross-origin page cannot send without
@@ -37,7 +41,6 @@ Sans-IO: callers pass ``now`` (wall-clock seconds, :func:`time.time`) to the sig
 from __future__ import annotations
 
 import hashlib
-import re
 import time
 from collections.abc import Iterable
 from typing import Final
@@ -46,8 +49,8 @@ import attrs
 
 from felix._errors import AuthenticationError
 from felix.settings import Settings
-from felix.web.origins import names_host, parse_origin
-from felix.web.signing import derive, open_signed, sign
+from felix.web.edge.origins import names_host, parse_origin
+from felix.web.edge.signing import derive, open_signed, sign
 
 __all__ = [
     "COOKIE_NAME",
@@ -73,10 +76,6 @@ _VERSION: Final = "v1"
 _SCOPE: Final = "dashboard-session"
 _LABEL: Final = b"felix dashboard-session secret v1"
 _INVALID: Final = "invalid or expired session"
-
-_READ_PATHS: Final = re.compile(r"/api/v1/workflows(?:/[^/]+)?")
-_MINT_PATH: Final = re.compile(r"/api/v1/workflows/[^/]+/tokens")
-_SYSTEM_PATH: Final = "/api/v1/ws/system/events"
 
 Headers = Iterable[tuple[bytes, bytes]] | Iterable[tuple[str, str]]
 
@@ -170,35 +169,33 @@ def same_origin(headers: Headers) -> bool:
     return origin is not None and origin[0] in {"http", "https"} and names_host(origin, hosts[0])
 
 
-def _eligible(method: str, path: str, headers: list[tuple[str, str]], websocket: bool) -> bool:
-    """Whether a cookie may count for this request at all (route and CSRF checks)."""
+def _eligible(method: str, headers: list[tuple[str, str]], websocket: bool) -> bool:
+    """Whether a cookie may count for this request at all (the CSRF checks)."""
     fetch_site = _header_values(headers, "sec-fetch-site")
     if fetch_site and fetch_site != ["same-origin"]:
         return False
     if websocket:
-        return path == _SYSTEM_PATH and same_origin(headers)
+        return same_origin(headers)
     if _header_values(headers, DASHBOARD_HEADER.lower()) != ["1"]:
         return False
     if method in {"GET", "HEAD"}:
-        return _READ_PATHS.fullmatch(path) is not None
-    if method == "POST":
-        return _MINT_PATH.fullmatch(path) is not None and same_origin(headers)
-    return False
+        return True
+    return method == "POST" and same_origin(headers)
 
 
 def session_credential(
     settings: Settings,
     *,
     method: str,
-    path: str,
     headers: Headers,
     websocket: bool = False,
     now: float | None = None,
 ) -> str | None:
-    """A rate-limit name for the dashboard session this request carries, if it counts here.
+    """A rate-limit name for the dashboard session this request carries, if it counts.
 
-    None when the request carries no session cookie, carries one that is
-    invalid or expired, or is not one the cookie opens (see the module
+    Call it only for a route the cookie may open (the route table says
+    which). None when the request carries no session cookie, carries one
+    that is invalid or expired, or breaks the CSRF rules (see the module
     docstring): the caller then judges the request as if it had no
     credential. Call it only for a request that presents no API key or token.
     Never raises; development mode has no sessions.
@@ -207,7 +204,7 @@ def session_credential(
         return None
     pairs = [(_text(name), _text(value)) for name, value in headers]
     value = cookie_value(pairs)
-    if value is None or not _eligible(method, path, pairs, websocket):
+    if value is None or not _eligible(method, pairs, websocket):
         return None
     try:
         signer_for(settings).verify(value, now=time.time() if now is None else now)

@@ -1,28 +1,32 @@
-"""The REST edge: translate HTTP requests into hub calls and back.
+"""The REST routes Quart serves: translate HTTP requests into hub calls and back.
 
 No workflow state lives here; every handler parses, calls the hub, and
-shapes the answer. Errors are raised as :class:`FelixError` and turned into
-the contract's ``{"error", "message"}`` bodies by the app's error handler.
+shapes the answer. The paths, credentials, rate limits and body limits are
+the route table's (:mod:`felix.web.edge.routes`): by the time a handler runs,
+the edge has authenticated the request, checked the workflow id and read the
+body within its limit. Errors are raised as :class:`FelixError` and answered
+by the edge's one renderer. :data:`VIEWS` maps route names to handlers.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Any
+from typing import Any, Final
 
 import trio
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Response, current_app, request
 
-from felix._core.events import decode_json
-from felix._errors import EventTooLarge, InvalidEvent, WorkflowNotFound
-from felix._runtime.hub import WORKFLOW_ID, Hub
+from felix._core.events import decode_json, encode
+from felix._errors import InvalidEvent
+from felix._runtime.hub import Hub
 from felix.settings import Settings
-from felix.web.tokens import TokenSigner, expires_at
+from felix.web.edge.errors import quote
+from felix.web.edge.params import query_int
+from felix.web.edge.tokens import TokenSigner, expires_at
+from felix.web.routes import View
 
-__all__ = ["api"]
-
-api = Blueprint("felix_api", __name__, url_prefix="/api/v1")
+__all__ = ["VIEWS", "json_response"]
 
 _CREATE_FIELDS = frozenset({"workflow_id", "task", "metadata"})
 
@@ -38,12 +42,8 @@ def _settings() -> Settings:
 
 
 async def _json_body(*, optional: bool = False) -> Any:
-    limit = _settings().max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise EventTooLarge(f"request body is {request.content_length} bytes; the limit is {limit}")
+    # The edge has read the body already, within the route's limit.
     data = await request.get_data(cache=False, as_text=False)
-    if len(data) > limit:
-        raise EventTooLarge(f"request body is over {limit} bytes, the limit")
     if not data.strip():
         if optional:
             return None
@@ -51,35 +51,43 @@ async def _json_body(*, optional: bool = False) -> Any:
     return decode_json(data)
 
 
-def _query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.isascii() or not raw.isdigit():
-        raise InvalidEvent(
-            f"query parameter {name!r} must be a non-negative integer, got {raw[:32]!r}"
-        )
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise InvalidEvent(f"query parameter {name!r} must be {bound}, got {value}")
-    return value
+def _query_int(
+    name: str, default: int, *, minimum: int = 0, maximum: int | None = None, saturate: bool = False
+) -> int:
+    return query_int(
+        request.args,
+        name,
+        default,
+        minimum=minimum,
+        maximum=maximum,
+        error=InvalidEvent,
+        saturate=saturate,
+    )
 
 
-def _workflow_id(workflow_id: str) -> str:
-    # An id that cannot exist is simply not found: the contract has no 422 here.
-    if not WORKFLOW_ID.fullmatch(workflow_id):
-        raise WorkflowNotFound(f"workflow {workflow_id[:80]} not found")
-    return workflow_id
+def json_response(payload: Any, status: int = 200) -> Response:
+    """``payload`` as a JSON response, encoded by Felix's one encoder."""
+    return Response(encode(payload), status=status, content_type="application/json")
 
 
-def _json(payload: Any, status: int) -> Response:
-    response = jsonify(payload)
-    response.status_code = status
-    return response
+_json = json_response
 
 
-@api.post("/workflows")
+async def healthz() -> Response:
+    """Liveness and readiness: 200 ``ok``; 503 when draining or the broker is lost.
+
+    A draining server, or one that lost its broker, answers 503 so that load
+    balancers stop routing new work to it (its clients stay).
+    """
+    hub = _hub()
+    health = hub.health()
+    broker_up = health["broker"].get("connected", True)
+    status = "ok" if broker_up else "broker_unavailable"
+    if not hub.accepting:
+        status = "shutting_down"
+    return _json({"status": status, **health}, 200 if status == "ok" else 503)
+
+
 async def create_workflow() -> Response:
     """Create a workflow: ``{"workflow_id"?, "task"?, "metadata"?}`` -> 201."""
     body = await _json_body(optional=True)
@@ -90,7 +98,7 @@ async def create_workflow() -> Response:
     unknown = sorted(set(body) - _CREATE_FIELDS)
     if unknown:
         raise InvalidEvent(
-            f"unknown field {unknown[0]!r}; a workflow takes workflow_id, task and metadata"
+            f"unknown field {quote(unknown[0])}; a workflow takes workflow_id, task and metadata"
         )
     workflow = await _hub().create_workflow(
         workflow_id=body.get("workflow_id"), task=body.get("task"), metadata=body.get("metadata")
@@ -98,7 +106,6 @@ async def create_workflow() -> Response:
     return _json(workflow.to_json(), 201)
 
 
-@api.get("/workflows")
 async def list_workflows() -> Response:
     """List workflows: ``?status=&limit=&offset=`` -> ``{"workflows", "total"}``."""
     status = request.args.get("status") or None
@@ -116,21 +123,19 @@ async def list_workflows() -> Response:
     )
 
 
-@api.get("/workflows/<workflow_id>")
 async def get_workflow(workflow_id: str) -> Response:
     """One workflow with the state its events built."""
-    return _json((await _hub().get_workflow(_workflow_id(workflow_id))).to_json(), 200)
+    return _json((await _hub().get_workflow(workflow_id)).to_json(), 200)
 
 
-@api.get("/workflows/<workflow_id>/events")
 async def list_events(workflow_id: str) -> Response:
     """Retained events with ``seq > after`` (default 0), at most ``limit``."""
-    after = _query_int("after", 0)
+    # after= past any seq asks for nothing yet: an empty page, however many digits.
+    after = _query_int("after", 0, saturate=True)
     limit = _query_int(
         "limit", _settings().history_size, minimum=1, maximum=_settings().history_size
     )
     hub = _hub()
-    workflow_id = _workflow_id(workflow_id)
     events = await hub.get_events(workflow_id, after=after, limit=limit)
     return _json(
         {
@@ -142,7 +147,6 @@ async def list_events(workflow_id: str) -> Response:
     )
 
 
-@api.post("/workflows/<workflow_id>/tokens")
 async def mint_token(workflow_id: str) -> Response:
     """A subscribe token for one workflow: ``{"ttl_seconds"?}`` -> 201 ``{"token", "expires_at"}``.
 
@@ -150,7 +154,6 @@ async def mint_token(workflow_id: str) -> Response:
     else (:mod:`felix.web.tokens`). The API key is checked first (401), then
     the workflow (404), then the body (422).
     """
-    workflow_id = _workflow_id(workflow_id)
     await _hub().get_workflow(workflow_id)  # on any node, not just the one that holds it
     ttl = _token_ttl(await _json_body(optional=True))
     signer: TokenSigner = current_app.config["FELIX_TOKENS"]
@@ -166,7 +169,7 @@ def _token_ttl(body: Any) -> int:
         raise InvalidEvent('the body must be a JSON object, e.g. {"ttl_seconds": 300}, or empty')
     unknown = sorted(set(body) - {"ttl_seconds"})
     if unknown:
-        raise InvalidEvent(f"unknown field {unknown[0][:64]!r}; a token request takes ttl_seconds")
+        raise InvalidEvent(f"unknown field {quote(unknown[0])}; a token request takes ttl_seconds")
     ttl = body.get("ttl_seconds", settings.token_ttl)
     if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1:
         raise InvalidEvent("field 'ttl_seconds' must be a positive integer (seconds)")
@@ -178,15 +181,13 @@ def _token_ttl(body: Any) -> int:
     return ttl
 
 
-@api.delete("/workflows/<workflow_id>")
 async def cancel_workflow(workflow_id: str) -> Response:
     """Cancel: publishes ``workflow_status`` cancelled -> 202."""
     hub = _hub()
-    event = await hub.cancel(_workflow_id(workflow_id))
+    event = await hub.cancel(workflow_id)
     return _json({"workflow_id": event.workflow_id, "status": "cancelled", "seq": event.seq}, 202)
 
 
-@api.post("/broadcast")
 async def broadcast() -> Response:
     """Send a system event to every connected client -> 202."""
     body = await _json_body()
@@ -194,7 +195,6 @@ async def broadcast() -> Response:
     return _json({"accepted": 1, "delivered": delivered}, 202)
 
 
-@api.get("/stats")
 async def stats() -> Response:
     """Operator figures: the hub's counts plus this process's tasks and memory."""
     figures = _hub().statistics()
@@ -222,7 +222,6 @@ def _rss_bytes() -> int | None:
         return None  # not Linux
 
 
-@api.get("/connections")
 async def list_connections() -> Response:
     """Every open WebSocket connection with its metadata."""
     connections = _hub().connections()
@@ -243,3 +242,18 @@ async def list_connections() -> Response:
         },
         200,
     )
+
+
+#: Route name (:data:`felix.web.edge.routes.ROUTES`) -> handler.
+VIEWS: Final[dict[str, View]] = {
+    "healthz": healthz,
+    "create_workflow": create_workflow,
+    "list_workflows": list_workflows,
+    "get_workflow": get_workflow,
+    "cancel_workflow": cancel_workflow,
+    "list_events": list_events,
+    "mint_token": mint_token,
+    "broadcast": broadcast,
+    "stats": stats,
+    "list_connections": list_connections,
+}

@@ -39,7 +39,7 @@ Metrics:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -49,11 +49,11 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from quart import Quart, Response
+from quart import Response
 
 from felix._runtime.hub import Hub
 
-__all__ = ["HubCollector", "add_metrics_route", "metrics_registry"]
+__all__ = ["HubCollector", "metrics_registry", "view"]
 
 
 class HubCollector(Collector):
@@ -122,11 +122,11 @@ def metrics_registry(hub: Hub) -> CollectorRegistry:
     return registry
 
 
-def add_metrics_route(app: Quart, hub: Hub) -> None:
-    """Serve ``GET /metrics`` on ``app`` (authenticated by the app's own check)."""
+def view(hub: Hub) -> Callable[[], Awaitable[Response]]:
+    """The handler of ``GET /metrics`` for ``hub`` (the edge authenticates it)."""
     registry = metrics_registry(hub)
 
     async def metrics() -> Response:
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
-    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
+    return metrics

@@ -1,0 +1,50 @@
+"""The publish route without Quart: the producer side of the hot path.
+
+A publish is the one REST call made once per event, and Quart's request and
+response machinery (request objects, context locals, hooks, signals, a
+nursery with two tasks per request) costs more CPU than the fan-out of the
+event itself to dozens of subscribers. This plain ASGI handler does what the
+route needs — read a bounded body, parse, publish, answer — and nothing else;
+the edge has already matched, rate-limited and authenticated the request and
+checked the workflow id, and renders any error it raises, as for every other
+route (tests/web/test_rest.py covers it like the rest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from felix._core.events import decode_json
+from felix._errors import InvalidEvent
+from felix._runtime.hub import Hub
+from felix.web._asgi import Receive, Scope
+from felix.web.edge.body import read_body
+
+__all__ = ["publish_events"]
+
+
+async def publish_events(
+    hub: Hub, scope: Scope, receive: Receive, *, params: Mapping[str, str], limit: int
+) -> dict[str, Any]:
+    """Serve ``POST /api/v1/workflows/{id}/events``: one event or a batch.
+
+    Returns the 202 body. Raises :class:`~felix._errors.FelixError`: 404 for
+    an unknown workflow (before the body is read, so a large body to nowhere
+    is never invited), 413 for a body over ``limit``, 422 for invalid events,
+    409 for a finished workflow.
+    """
+    workflow_id = params["workflow_id"]
+    await hub.require(workflow_id)
+    body = await read_body(receive, scope.get("headers", []), limit)
+    if not body.strip():
+        raise InvalidEvent("the request body is empty; send JSON")
+    parsed = decode_json(body)
+    if isinstance(parsed, list):
+        if not parsed:
+            raise InvalidEvent("the batch is empty; send at least one event")
+        events = parsed
+    else:
+        events = [parsed]
+    result = await hub.publish(workflow_id, events)
+    return {"accepted": result.accepted, "first_seq": result.first_seq, "last_seq": result.last_seq}
