@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+import felix.cli
 from tests.conftest import raw_websocket, receive_json
 
 FELIX = [sys.executable, "-m", "felix.cli"]
@@ -148,3 +151,88 @@ async def test_shutdown_is_bounded_with_stalled_clients(nursery: trio.Nursery) -
             with trio.fail_after(10):
                 assert await process.wait() == 0
             assert trio.current_time() - started <= grace + 1.0
+
+
+# --- start-up errors: one line naming host and port, exit 1 ------------------------------
+
+
+async def felix_fails(*args: str) -> str:
+    """Run ``felix ARGS`` to its end; return the one line it printed on stderr."""
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*FELIX, *args], capture_stdout=True, capture_stderr=True, check=False
+        )
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert stderr.count("\n") == 1, stderr
+    return stderr.strip()
+
+
+async def test_serve_on_a_busy_port_is_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        line = await felix_fails("serve", "--port", str(port))
+    assert line == (
+        f"felix serve: error: cannot start: cannot listen on 127.0.0.1:{port}: "
+        "the port is in use (is another server running?)"
+    )
+
+
+@pytest.mark.parametrize("host", ["256.1.1.1", "no-such-host.invalid"])
+async def test_serve_on_a_bad_host_is_one_line(host: str) -> None:
+    line = await felix_fails("serve", "--host", host, "--port", "8123")
+    assert line == (
+        f"felix serve: error: cannot start: cannot listen on {host}:8123: "
+        f"{host!r} is not a valid address or known host name"
+    )
+
+
+def test_serve_on_a_privileged_port_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The suite runs as root, where port 80 binds: make the bind refuse as it
+    # does for everybody else.
+    refused: list[socket.socket] = []
+
+    class Unprivileged(socket.socket):
+        def bind(self, address: Any) -> None:
+            if isinstance(address, tuple) and address[1] == 80:
+                refused.append(self)  # Hypercorn leaves it open; the process would exit
+                raise PermissionError(errno.EACCES, "Permission denied")
+            super().bind(address)
+
+    monkeypatch.setattr(socket, "socket", Unprivileged)
+    monkeypatch.delenv("FELIX_API_KEY", raising=False)
+    try:
+        assert felix.cli.main(["serve", "--host", "127.0.0.1", "--port", "80"]) == 1
+    finally:
+        for sock in refused:
+            sock.close()
+    out, err = capsys.readouterr()
+    assert err == (
+        "felix serve: error: cannot start: cannot listen on 127.0.0.1:80: "
+        "permission denied (ports below 1024 need privileges)\n"
+    )
+    assert out == ""
+
+
+async def test_bench_points_at_nox() -> None:
+    with trio.fail_after(30):
+        result = await trio.run_process(
+            [*FELIX, "bench", "--quick"], capture_stderr=True, check=False
+        )
+    assert result.returncode == 2
+    assert result.stderr.decode() == (
+        "felix bench: error: the benchmark is a development tool: "
+        "run `nox -s bench` from a Felix checkout\n"
+    )
+
+
+def test_the_bench_is_not_in_the_package() -> None:
+    # A development tool: it lives in bench/felix_bench and runs with nox -s bench.
+    import importlib.util
+
+    assert importlib.util.find_spec("felix.bench") is None

@@ -13,12 +13,12 @@ import httpx
 import pytest
 import trio
 
-from felix.cli_tools import parse_fields
-from felix.demo import AGENTS, demo_events
+from felix.cli._common import parse_fields
+from felix.cli.demo import AGENTS, demo_events
 from tests.conftest import Server, StartServer, create_workflow, publish, wait_until
 from tests.test_client import closed_port
 
-FELIX = [sys.executable, "-m", "felix.cli_tools"]
+FELIX = [sys.executable, "-m", "felix.cli"]
 SYNTHESIS = str(demo_events()[-2]["content"])
 
 
@@ -280,5 +280,21 @@ async def test_workflows_bad_key_is_a_clear_error(start_server: StartServer) -> 
     assert one_line_error(result) == (
         "felix workflows: error: missing or invalid API key (HTTP 401 unauthorized); "
         "pass --api-key or set FELIX_API_KEY"
+    )
+    assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [("publish", ["wf_any", "synthesis", "content=x"]), ("workflows", [])],
+)
+async def test_every_command_reports_an_unreachable_server_in_one_line(
+    command: str, args: list[str]
+) -> None:
+    with closed_port() as port:
+        result = await felix(command, *args, "--url", f"http://127.0.0.1:{port}")
+    assert one_line_error(result) == (
+        f"felix {command}: error: cannot connect to http://127.0.0.1:{port}: connection refused "
+        "(is the server running? set --url or FELIX_URL)"
     )
     assert result.returncode == 1

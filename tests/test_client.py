@@ -35,11 +35,11 @@ from felix.client import (
     StreamNotFound,
     StreamUnauthorized,
     WorkflowStream,
-    _Dropped,
-    _Position,
     is_terminal,
     open_workflow_stream,
 )
+from felix.client._resume import Position as _Position
+from felix.client._stream import _Dropped
 from felix.web import serve
 from tests.conftest import Server, StartServer, create_workflow, publish, wait_until
 

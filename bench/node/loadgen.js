@@ -1,5 +1,5 @@
 'use strict';
-// The load generator of `python -m felix.bench`. One process plays one role:
+// The load generator of `nox -s bench` (bench/felix_bench). One process plays one role:
 //
 //   node loadgen.js '<json config>'
 //

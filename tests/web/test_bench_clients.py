@@ -1,6 +1,6 @@
 """The bench's lean Node clients against a real server.
 
-``felix bench`` reads events with its own minimal WebSocket and HTTP clients
+The bench (``nox -s bench``) reads events with its own minimal WebSocket and HTTP clients
 (``bench/node/lean-ws.js``, ``lean-http.js``) so that the load generator is
 not the bottleneck. Every correctness check of the bench rests on them, so
 they are checked here on what the bench does not exercise: each size of the

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from felix.bench._procs import (
+from felix_bench._procs import (
     BenchError,
     Children,
     NodeProc,
@@ -30,8 +30,8 @@ from felix.bench._procs import (
     runqueue_wait_seconds,
     wait_events,
 )
-from felix.bench._servers import Server, ServerSetup, create_workflows, running_server
-from felix.bench._stats import percentiles, read_samples
+from felix_bench._servers import Server, ServerSetup, create_workflows, running_server
+from felix_bench._stats import percentiles, read_samples
 
 __all__ = ["SCENARIOS", "Check", "Context", "Metric", "Plan", "RunResult", "Scenario", "run_once"]
 

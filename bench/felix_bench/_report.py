@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from felix.bench._scenarios import COMMON_METRICS, Metric, RunResult, Scenario
-from felix.bench._servers import SERVERS
-from felix.bench._stats import median, ratio
+from felix_bench._scenarios import COMMON_METRICS, Metric, RunResult, Scenario
+from felix_bench._servers import SERVERS
+from felix_bench._stats import median, ratio
 
 __all__ = ["MetricSummary", "ScenarioSummary", "format_table", "summarize", "write_chart"]
 

@@ -1,4 +1,4 @@
-"""``felix bench --cluster``: the same load on one node and on two nodes sharing Redis.
+"""``nox -s bench -- --cluster``: the same load on one node and on two nodes sharing Redis.
 
 Runs the fan-out and fixed-rate latency scenarios against three variants, in
 the same run, rounds interleaved (the order rotates each round):
@@ -24,17 +24,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from felix.bench._procs import BenchError, Pinning
-from felix.bench._runner import (
+from felix_bench._procs import BenchError, Pinning
+from felix_bench._runner import (
     ensure_node_modules,
     find_root,
     open_context,
     raise_nofile,
     say,
 )
-from felix.bench._scenarios import SCENARIOS, RunResult, run_once
-from felix.bench._servers import CLUSTERS, ServerSetup, felix_command
-from felix.bench._stats import median, ratio
+from felix_bench._scenarios import SCENARIOS, RunResult, run_once
+from felix_bench._servers import CLUSTERS, ServerSetup, felix_command
+from felix_bench._stats import median, ratio
 
 __all__ = ["run_cluster_bench"]
 
@@ -189,7 +189,7 @@ def _report(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m felix.bench.cluster [--quick] [--rounds N] [--output DIR]``."""
+    """``python -m felix_bench.cluster [--quick] [--rounds N] [--output DIR]``."""
     import argparse  # noqa: PLC0415 - only for the command line
 
     parser = argparse.ArgumentParser(prog="felix bench --cluster", description=__doc__)

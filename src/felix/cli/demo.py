@@ -2,11 +2,14 @@
 
 Starts an embedded server on a free port, watches a new workflow over a real
 WebSocket, drives a simulated multi-agent run through the REST API, and prints
-each frame the watcher receives as it arrives.
+each frame the watcher receives as it arrives. The watcher is a bare
+trio-websocket client (it shows the frames and the close as they are), so this
+command, and only it, installs Felix's trio-websocket fixes (``felix._patches``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from typing import Any
@@ -15,12 +18,14 @@ import httpx
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from felix._logging import configure_logging
 from felix._patches import trio_websocket_leaks, trio_websocket_pong
 from felix._runtime.hub import open_hub
-from felix.settings import Settings
+from felix.cli._common import EXIT_USAGE, Subparsers, fail
+from felix.settings import Settings, SettingsError
 from felix.web import serve
 
-__all__ = ["demo_events", "run_demo"]
+__all__ = ["AGENTS", "add_parser", "demo_events", "run", "run_demo"]
 
 AGENTS = [
     ("research-1", "research", "Found three prior studies on retrieval-augmented planning.", 0.82),
@@ -97,8 +102,31 @@ def describe(event: dict[str, Any]) -> str:
     return f"  {seq} {kind:<16} {detail}"
 
 
+def add_parser(subparsers: Subparsers) -> None:
+    """Add ``felix demo``."""
+    parser = subparsers.add_parser(
+        "demo", help="run a simulated multi-agent workflow against an embedded server"
+    )
+    parser.add_argument(
+        "--delay", type=float, default=0.15, help="seconds between published events"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo on an embedded server; 0 if the watcher saw every event."""
+    try:
+        settings = Settings.from_env(host="127.0.0.1", port=0, api_keys=())
+    except SettingsError as error:
+        return fail("demo", str(error), EXIT_USAGE)
+    configure_logging("WARNING", settings.log_format)
+    status: int = trio.run(run_demo, settings, args.delay)
+    return status
+
+
 async def run_demo(settings: Settings, delay: float = 0.15) -> int:
     """Run the demo; returns the process exit status (0 on success)."""
+    # This process's own watcher is a bare trio-websocket client: see the module's doc.
     trio_websocket_leaks.install()
     trio_websocket_pong.install()
     async with open_hub(settings) as hub, trio.open_nursery() as nursery:
@@ -113,31 +141,10 @@ async def run_demo(settings: Settings, delay: float = 0.15) -> int:
             workflow_id = response.json()["workflow_id"]
             print(f"Created workflow {workflow_id}; a WebSocket client is watching it:\n")
             ws_url = base.replace("http://", "ws://") + f"/api/v1/ws/workflows/{workflow_id}"
-            watched = trio.Event()
             received: list[dict[str, Any]] = []
-
-            async def watch() -> None:
-                async with open_websocket_url(ws_url) as ws:
-                    watched.set()
-                    try:
-                        while True:
-                            event = json.loads(await ws.get_message())
-                            received.append(event)
-                            print(describe(event), flush=True)
-                    except ConnectionClosed as closed:
-                        reason = closed.reason
-                        if reason is not None:
-                            print(f"\n  connection closed: {reason.code} {reason.reason}")
-
             async with trio.open_nursery() as watchers:
-                watchers.start_soon(watch)
-                await watched.wait()
-                for event in demo_events():
-                    await trio.sleep(delay)
-                    answer = await client.post(
-                        f"/api/v1/workflows/{workflow_id}/events", json=event
-                    )
-                    answer.raise_for_status()
+                await watchers.start(_watch, ws_url, received)
+                await _drive(client, workflow_id, delay)
             final = (await client.get(f"/api/v1/workflows/{workflow_id}")).json()
         print(
             f"\nREST view: status={final['status']} agents={len(final['agents'])} "
@@ -146,3 +153,29 @@ async def run_demo(settings: Settings, delay: float = 0.15) -> int:
         nursery.cancel_scope.cancel()
     expected = len(demo_events()) + 1
     return 0 if len(received) == expected else 1
+
+
+async def _watch(
+    ws_url: str,
+    received: list[dict[str, Any]],
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Print every frame of one workflow's WebSocket until the server closes it."""
+    async with open_websocket_url(ws_url) as ws:
+        task_status.started()
+        try:
+            while True:
+                event = json.loads(await ws.get_message())
+                received.append(event)
+                print(describe(event), flush=True)
+        except ConnectionClosed as closed:
+            reason = closed.reason
+            if reason is not None:
+                print(f"\n  connection closed: {reason.code} {reason.reason}")
+
+
+async def _drive(client: httpx.AsyncClient, workflow_id: str, delay: float) -> None:
+    for event in demo_events():
+        await trio.sleep(delay)
+        answer = await client.post(f"/api/v1/workflows/{workflow_id}/events", json=event)
+        answer.raise_for_status()

@@ -1,4 +1,4 @@
-"""``felix bench``: Felix against the seed-style server, same run, interleaved.
+"""The benchmark harness: Felix against the seed-style server, same run, interleaved.
 
 The orchestrator (this package) starts a fresh server for every run, pinned
 to one CPU, and drives it with Node ``ws`` load generators in separate
@@ -7,8 +7,9 @@ against Felix and the seed-style baseline alternately for a few rounds; the
 medians and their ratios go to a table, ``results.json`` and ``chart.png``.
 Every subscriber checks that it got every event exactly once, in order.
 
-Run it as ``nox -s bench``, ``python -m felix.bench [--quick]`` or
-``felix bench``; see ``docs/performance.md``.
+A development tool, not part of the ``felix`` package: run it from a checkout
+as ``nox -s bench [-- --quick]`` or ``PYTHONPATH=bench python -m felix_bench
+[--quick]``; see ``docs/performance.md``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from felix.bench._procs import BenchError
-from felix.bench._runner import Options, run_bench
-from felix.bench._scenarios import SCENARIOS
+from felix_bench._procs import BenchError
+from felix_bench._runner import Options, run_bench
+from felix_bench._scenarios import SCENARIOS
 
 __all__ = ["add_arguments", "build_parser", "main", "options_from"]
 
@@ -31,8 +32,8 @@ def _setting(text: str) -> tuple[str, str]:
     return name, value
 
 
-def build_parser(prog: str = "felix bench") -> argparse.ArgumentParser:
-    """The bench's command line (``felix bench`` can reuse it as a subparser's)."""
+def build_parser(prog: str = "nox -s bench --") -> argparse.ArgumentParser:
+    """The bench's command line."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=(
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cluster:
-            from felix.bench.cluster import run_cluster_bench  # noqa: PLC0415
+            from felix_bench.cluster import run_cluster_bench  # noqa: PLC0415
 
             rounds = args.rounds or (1 if args.quick else 3)
             return run_cluster_bench(args.quick, rounds, args.output.resolve(), pin=not args.no_pin)

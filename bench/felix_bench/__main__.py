@@ -1,9 +1,9 @@
-"""``python -m felix.bench``."""
+"""``python -m felix_bench``."""
 
 from __future__ import annotations
 
 import sys
 
-from felix.bench import main
+from felix_bench import main
 
 sys.exit(main())

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from felix.bench._procs import BenchError, Children, free_port, tail, wait_listening
+from felix_bench._procs import BenchError, Children, free_port, tail, wait_listening
 
 __all__ = [
     "CLUSTERS",
@@ -94,7 +94,7 @@ class Server:
         return self.proc.pid
 
 
-#: The cluster variants ``felix bench --cluster`` compares with one in-memory
+#: The cluster variants ``nox -s bench -- --cluster`` compares with one in-memory
 #: node: (Felix nodes, with a Redis broker).
 CLUSTERS: Final = {"felix": (1, False), "felix-redis": (1, True), "felix-redis-x2": (2, True)}
 

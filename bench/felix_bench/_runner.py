@@ -19,10 +19,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Final
 
-from felix.bench._procs import BenchError, Children, Pinning
-from felix.bench._report import ScenarioSummary, format_table, summarize, to_json, write_chart
-from felix.bench._report import write_json as write_json_file
-from felix.bench._scenarios import (
+from felix_bench._procs import BenchError, Children, Pinning
+from felix_bench._report import ScenarioSummary, format_table, summarize, to_json, write_chart
+from felix_bench._report import write_json as write_json_file
+from felix_bench._scenarios import (
     COMMON_METRICS,
     SCENARIOS,
     Context,
@@ -30,7 +30,7 @@ from felix.bench._scenarios import (
     Scenario,
     run_once,
 )
-from felix.bench._servers import (
+from felix_bench._servers import (
     SERVERS,
     ServerSetup,
     describe_env,
