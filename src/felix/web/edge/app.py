@@ -13,7 +13,7 @@ For each scope, in this order (:meth:`Edge.admit`):
 7. the workflow id in the path (:func:`~felix.web.edge.params.check_workflow_id`).
 
 Then the route is served: by one of the edge's plain ASGI handlers (publish,
-the WebSocket routes), or by Quart with the body already read by the one
+the WebSocket and Server-Sent Events routes), or by Quart with the body already read by the one
 bounded reader (:mod:`felix.web.edge.body`). Every refusal and every
 unexpected exception is answered by the one renderer (:mod:`felix.web.edge.errors`).
 """
@@ -44,6 +44,7 @@ from felix.web.edge.params import Query, check_workflow_id, parse_query
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
 from felix.web.edge.routes import UNKNOWN, Match, RateClass, Route, ServedBy, match
+from felix.web.edge.sse import serve_sse_system, serve_sse_workflow
 from felix.web.edge.tokens import TokenSigner
 from felix.web.edge.websocket import serve_system, serve_workflow
 
@@ -57,8 +58,8 @@ CREDENTIAL: Final = "felix.credential"
 _COUNTED: Final = {
     RateClass.PUBLISH: ("publishes from this address", "publishes with this key"),
     RateClass.HANDSHAKE: (
-        "WebSocket handshakes from this address",
-        "WebSocket handshakes with this credential",
+        "WebSocket handshakes and event streams from this address",
+        "WebSocket handshakes and event streams with this credential",
     ),
 }
 
@@ -66,6 +67,11 @@ WebSocketHandler = Callable[..., Awaitable[None]]
 _WEBSOCKET_HANDLERS: Final[dict[str, WebSocketHandler]] = {
     "subscribe_workflow": serve_workflow,
     "subscribe_system": serve_system,
+}
+#: The edge's streaming HTTP handlers (Server-Sent Events), by route name.
+_STREAM_HANDLERS: Final[dict[str, WebSocketHandler]] = {
+    "sse_workflow": serve_sse_workflow,
+    "sse_system": serve_sse_system,
 }
 
 
@@ -152,6 +158,7 @@ class Edge:
         return Admitted(route, found.params, query, credential)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route: Route | None = None
         try:
             admitted = self.admit(scope)
             route = admitted.route
@@ -164,11 +171,24 @@ class Edge:
                 scope[CREDENTIAL] = admitted.credential
                 await self.quart(scope, receive, send)
                 return
+            stream = _STREAM_HANDLERS.get(route.name)
+            if stream is not None:
+                await stream(
+                    self.hub,
+                    scope,
+                    receive,
+                    send,
+                    query=admitted.query.strict(),
+                    params=admitted.params,
+                )
+                return
             limit = getattr(self.settings, route.body_limit or "max_body_bytes")
             answer = await publish_events(
                 self.hub, scope, receive, params=admitted.params, limit=limit
             )
         except Exception as error:
+            if isinstance(error, FelixError) and route is not None and route.stream:
+                self.hub.counters.refused(error.code)  # as for a refused handshake
             await send_error(send, error, where=f"{scope['method']} {scope['path']}")
             return
         await send_answer(send, json_answer(202, answer))
