@@ -31,7 +31,6 @@ from felix_bench._scenarios import (
     run_once,
 )
 from felix_bench._servers import (
-    SERVERS,
     ServerSetup,
     describe_env,
     felix_command,
@@ -274,7 +273,8 @@ def run_bench(options: Options) -> int:
             plan = scenario.plan(options.quick)
             say(f"\n{scenario.title}: {plan.describe()}")
             for round_number in range(1, rounds + 1):
-                order: Sequence[str] = SERVERS if round_number % 2 else SERVERS[::-1]
+                sides = scenario.sides
+                order: Sequence[str] = sides if round_number % 2 else sides[::-1]
                 for server in order:
                     run = run_once(ctx, scenario, plan, server, round_number)
                     results[scenario.name].append(run)
@@ -323,8 +323,13 @@ def _report(
         for item in s.metrics
         if item.metric.key == "generator_cpu_pct"
     ]
+    for summary in summaries:
+        if not summary.scenario.against_seed:
+            first, second = summary.scenario.sides
+            say(f"\n{summary.scenario.title}: the columns are {first} | {second}")
     say(
-        "\nratio = felix / seed (medians of rounds). CPU is % of one core over the "
+        "\nratio = felix / seed (medians of rounds; first / second side where the "
+        "scenario says so). CPU is % of one core over the "
         "measured window; generator CPU (felix run/seed run), all generator processes "
         "together on their own core: " + ", ".join(generator)
     )

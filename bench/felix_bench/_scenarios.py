@@ -30,10 +30,26 @@ from felix_bench._procs import (
     runqueue_wait_seconds,
     wait_events,
 )
-from felix_bench._servers import Server, ServerSetup, create_workflows, running_server
+from felix_bench._servers import (
+    SERVERS,
+    Server,
+    ServerSetup,
+    create_workflows,
+    running_server,
+)
 from felix_bench._stats import percentiles, read_samples
 
-__all__ = ["SCENARIOS", "Check", "Context", "Metric", "Plan", "RunResult", "Scenario", "run_once"]
+__all__ = [
+    "SCENARIOS",
+    "Check",
+    "Context",
+    "Metric",
+    "Plan",
+    "RunResult",
+    "Scenario",
+    "run_once",
+    "side_server",
+]
 
 #: Characters of padding in each event's ``content``: with the other fields an
 #: event body is ~100 bytes, the size the calibration notes measured.
@@ -93,10 +109,14 @@ class Plan:
     connect_concurrency: int = 32
     warmup: int = 0
     settle_s: float = 2.0
+    #: How subscribers (the canaries included) follow a workflow: ``ws`` or ``sse``.
+    transport: str = "ws"
 
     def describe(self) -> str:
         """A one-line summary for the report."""
         parts = [f"{self.workflows} workflow(s) x {self.subscribers} subscriber(s)"]
+        if self.transport == "sse":
+            parts[0] += " over Server-Sent Events"
         if self.mode == "max":
             parts.append(f"as fast as possible for {self.duration_s:g} s")
             parts.append(f"{self.batch} event(s)/publish, window {self.window} events")
@@ -121,10 +141,25 @@ class Scenario:
     metrics: tuple[Metric, ...]
     full: Plan
     quick: Plan
+    #: The two sides compared, each ``server`` or ``server:transport``: the
+    #: report's ratio is first / second. Most scenarios compare Felix with the
+    #: seed-style server; ``sse-fanout`` compares Felix's two transports.
+    sides: tuple[str, str] = SERVERS
 
     def plan(self, quick: bool) -> Plan:
         """The plan of the chosen profile."""
         return self.quick if quick else self.full
+
+    @property
+    def against_seed(self) -> bool:
+        """Whether this scenario compares Felix with the seed-style server."""
+        return self.sides == SERVERS
+
+
+def side_server(side: str) -> tuple[str, str | None]:
+    """The server a side runs and the transport it forces (``felix:sse`` -> felix, sse)."""
+    server, _, transport = side.partition(":")
+    return server, transport or None
 
 
 @dataclass
@@ -284,6 +319,24 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             quick=replace(_FANOUT, duration_s=2.0),
         ),
         Scenario(
+            name="sse-fanout",
+            title="fan-out 1 x 100, SSE vs WebSocket",
+            summary=(
+                "as fan-out, Felix's subscribers on Server-Sent Events against Felix's "
+                "subscribers on WebSockets (ratio = SSE / WebSocket)"
+            ),
+            metrics=(
+                _target(_US_PER_DELIVERY, 1.25),
+                _DELIVERIES,
+                _P50,
+                _P99,
+                _EVENTS,
+            ),
+            full=_FANOUT,
+            quick=replace(_FANOUT, duration_s=2.0),
+            sides=("felix:sse", "felix:ws"),
+        ),
+        Scenario(
             name="fanout-batch",
             title="fan-out 1 x 100, batches of 10",
             summary="as fan-out, with 10 events per publish (one frame per event)",
@@ -385,10 +438,17 @@ def _rss(pids: Sequence[int]) -> int:
 def run_once(
     ctx: Context, scenario: Scenario, plan: Plan, server_name: str, round_number: int
 ) -> RunResult:
-    """Run ``scenario`` once against a fresh ``server_name``; never raises BenchError."""
-    tag = f"{scenario.name}-{server_name}-r{round_number}"
+    """Run ``scenario`` once against a fresh ``server_name``; never raises BenchError.
+
+    ``server_name`` is a server, or one of the scenario's sides
+    (``felix:sse``): a side's transport overrides the plan's.
+    """
+    tag = f"{scenario.name}-{server_name.replace(':', '-')}-r{round_number}"
     result = RunResult(scenario=scenario.name, server=server_name, round=round_number)
     started = time.monotonic()
+    server_name, transport = side_server(server_name)
+    if transport is not None:
+        plan = replace(plan, transport=transport)
     try:
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(
@@ -424,10 +484,15 @@ def _run(
     check = result.check
     # 1. Workflows and subscriber processes; they connect on command.
     workflows = create_workflows(server, plan.workflows)
-    ws_base = f"ws://127.0.0.1:{server.port}/api/v1/ws/workflows/"
+    # Subscribers follow a workflow at ws_base + id: a WebSocket, or over SSE
+    # an http:// URL (the load generator picks its client by the scheme).
+    stream = "http://127.0.0.1:{}/api/v1/sse/workflows/"
+    if plan.transport == "ws":
+        stream = "ws://127.0.0.1:{}/api/v1/ws/workflows/"
+    ws_base = stream.format(server.port)
     # A cluster's subscribers are dealt over its nodes; the publisher (and its
     # canaries) use the first, so most deliveries cross from node to node.
-    ws_bases = [f"ws://127.0.0.1:{port}/api/v1/ws/workflows/" for port in server.ws_ports]
+    ws_bases = [stream.format(port) for port in server.ws_ports]
     # The publisher's canary is one of a workflow's subscribers, except in the
     # idle scenario, where the measured connections are all in sub processes.
     held = plan.subscribers if plan.idle else plan.subscribers - 1
