@@ -123,16 +123,23 @@ class Stream:
 
 @asynccontextmanager
 async def open_sse(
-    server: Server, path: str, headers: dict[str, str] | None = None
+    server: Server, path: str, headers: dict[str, str] | None = None, *, version: str = "1.1"
 ) -> AsyncIterator[Stream]:
-    """GET ``path`` and stream the answer; the socket closes on leaving."""
+    """GET ``path`` and stream the answer; the socket closes on leaving.
+
+    HTTP/1.1 gets a chunked body, which Felix writes straight to the socket;
+    HTTP/1.0 (no chunks) takes the ASGI path that HTTP/2 and TLS take too.
+    """
     host, port = server.http.rsplit("//", 1)[1].rsplit(":", 1)
     sock = await trio.open_tcp_stream(host, int(port))
     async with sock:
         conn = h11.Connection(h11.CLIENT)
         head = [("Host", f"{host}:{port}"), ("Accept", "text/event-stream")]
         head += list((headers or {}).items())
-        await sock.send_all(conn.send(h11.Request(method="GET", target=path, headers=head)))
+        data = conn.send(h11.Request(method="GET", target=path, headers=head))
+        if version != "1.1":  # h11 sends only HTTP/1.1; it reads a 1.0 answer all the same
+            data = data.replace(b" HTTP/1.1\r\n", f" HTTP/{version}\r\n".encode(), 1)
+        await sock.send_all(data)
         await sock.send_all(conn.send(h11.EndOfMessage()))
         stream = Stream(sock, conn)
         await stream.start()
@@ -180,10 +187,38 @@ async def test_the_stream_head_retry_connected_then_events(
             assert message.event == message.json()["type"]
 
 
+@pytest.mark.parametrize("version", ["1.1", "1.0"])
+async def test_both_write_paths_stream_alike(start_server: StartServer, version: str) -> None:
+    server = await start_server(ping_interval=0.05)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        async with open_sse(server, sse_path(workflow_id), version=version) as stream:
+            assert stream.status == 200
+            assert ("transfer-encoding" in stream.headers) == (version == "1.1")
+            connected = await stream.next()
+            assert connected is not None
+            assert connected.retry == server.settings.sse_retry_ms
+            assert connected.event == "connected"
+            with trio.fail_after(5):
+                while await stream.line() != ": ping":
+                    pass
+            await publish(client, workflow_id, [RUNNING, synthesis(1), {"type": "completed"}])
+            seen = await stream.until_end()
+    assert [(m.event, m.id) for m in seen] == [
+        ("workflow_status", "1"),
+        ("synthesis", "2"),
+        ("completed", "3"),
+        ("close", "3"),
+    ]
+
+
 def test_a_frame_is_one_sse_message_built_once() -> None:
     frame = Frame.of("synthesis", '{"type":"synthesis","seq":7}', seq=7)
     assert frame.sse == b'id: 7\nevent: synthesis\ndata: {"type":"synthesis","seq":7}\n\n'
     assert frame.sse is frame.sse  # kept: every subscriber sends the same bytes
+    # The same message as one HTTP/1.1 chunk, for the direct writer.
+    assert frame.sse_chunk == b"%x\r\n%b\r\n" % (len(frame.sse), frame.sse)
+    assert frame.sse_chunk is frame.sse_chunk
     assert Frame.of("note", "{}").sse == b"event: note\ndata: {}\n\n"
     # Text with line breaks (never Felix's JSON) still makes one message.
     assert sse_message("x", "a\r\nb") == b"event: x\ndata: a\ndata: b\n\n"

@@ -133,6 +133,17 @@ class Frame:
         """
         return sse_message(self.type, self.text, self.seq)
 
+    @functools.cached_property
+    def sse_chunk(self) -> bytes:
+        """:attr:`sse` as one HTTP/1.1 chunk (``<size in hex>\\r\\n<message>\\r\\n``).
+
+        What a streaming response writes to the socket for this event, built
+        once per event like :attr:`wire`: a chunked body's framing is the same
+        for every subscriber.
+        """
+        message = sse_message(self.type, self.text, self.seq)
+        return b"%x\r\n%b\r\n" % (len(message), message)
+
 
 def sse_message(event_type: str, text: str, seq: int | None = None) -> bytes:
     """One Server-Sent Events message: ``id:`` (if ``seq``), ``event:``, ``data:``, blank line.

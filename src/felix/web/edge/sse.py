@@ -13,9 +13,12 @@ The stream is a subscription of the same pipeline the WebSocket uses
 (:meth:`Hub.subscribe`): the same buffer and slow-consumer budget (4008), the
 same shutdown (1001), the same history and replay. Only the bytes differ: each
 event's SSE message is :attr:`Frame.sse <felix._core.events.Frame.sse>`, built
-once per event for every subscriber, and a batch of them is one ``send``.
-Writes go through Hypercorn's path, so they have Felix's write deadline
-(``FELIX_SEND_TIMEOUT``).
+once per event for every subscriber, and a batch of them is one ``send``. On
+plain HTTP/1.1 the event's chunk (:attr:`Frame.sse_chunk`) goes straight to
+the socket from the publisher's task, as a WebSocket frame does
+(:mod:`felix.web.hypercorn.direct_stream`); what the socket does not take at
+once, and every write of the stream's own task, goes through Hypercorn's path
+with Felix's write deadline (``FELIX_SEND_TIMEOUT``).
 
 Each stream has one task of its own, the writer, and one that waits in
 ``receive()`` for the client's ``http.disconnect``: whichever ends first
@@ -26,6 +29,7 @@ subscriber. Nothing outlives the response.
 from __future__ import annotations
 
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Final
 
@@ -39,6 +43,7 @@ from felix._runtime.subscription import CLOSE_NORMAL, Subscription
 from felix.web._asgi import Receive, Scope, Send
 from felix.web.edge.errors import quote
 from felix.web.edge.params import MAX_INT_DIGITS, parse_types, query_int
+from felix.web.hypercorn.direct_stream import DirectStreamWriter
 
 __all__ = ["serve_sse_system", "serve_sse_workflow"]
 
@@ -56,6 +61,10 @@ _HEADERS: Final = [
 ]
 #: The comment that keeps proxies from timing an idle stream out.
 PING: Final = b": ping\n\n"
+#: The same as one HTTP/1.1 chunk, for the direct writer.
+PING_CHUNK: Final = b"%x\r\n%b\r\n" % (len(PING), PING)
+#: An event's bytes on a direct-written stream: its SSE message as a chunk.
+_CHUNK: Final = operator.attrgetter("sse_chunk")
 
 
 def _remote(scope: Scope) -> str | None:
@@ -151,12 +160,20 @@ async def _run(hub: Hub, sub: Subscription, receive: Receive, send: Send, *, hea
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_wait_for_disconnect, receive, nursery.cancel_scope)
         try:
-            last = await _write(hub, sub, send)
+            # The first bytes go through ASGI: they carry the response's head.
+            retry = b"retry: %d\n" % hub.settings.sse_retry_ms
+            await send({"type": "http.response.body", "body": retry, "more_body": True})
+            direct = DirectStreamWriter.for_current_connection()
+            if direct is None:
+                await _write(hub, sub, send)
+            else:
+                await _write_direct(hub, sub, direct)
         except Exception:
             logger.exception("stream %s failed", sub.connection_id)
-            sub.close_code, sub.close_reason, last = CLOSE_INTERNAL_ERROR, "internal error", None
+            sub.close_code, sub.close_reason = CLOSE_INTERNAL_ERROR, "internal error"
+        last = None
         if sub.close_code == CLOSE_NORMAL and sub.workflow_id is not None:
-            last = await _last_seq(hub, sub.workflow_id, last)
+            last = await _last_seq(hub, sub.workflow_id)
         # Shielded: the reader cancels the nursery when Hypercorn answers the
         # end of the response with http.disconnect, in the middle of the send.
         with trio.CancelScope(shield=True):
@@ -164,12 +181,12 @@ async def _run(hub: Hub, sub: Subscription, receive: Receive, send: Send, *, hea
         nursery.cancel_scope.cancel()
 
 
-async def _last_seq(hub: Hub, workflow_id: str, written: int | None) -> int | None:
+async def _last_seq(hub: Hub, workflow_id: str) -> int | None:
     """The finished workflow's last seq (a ``types=`` filter may have held it back)."""
     try:
         return (await hub.get_workflow(workflow_id)).last_seq
     except FelixError:
-        return written  # forgotten already, or the broker is away: the last one sent
+        return None  # forgotten already, or the broker is away: the close has no id
 
 
 async def _wait_for_disconnect(receive: Receive, done: trio.CancelScope) -> None:
@@ -178,27 +195,47 @@ async def _wait_for_disconnect(receive: Receive, done: trio.CancelScope) -> None
     done.cancel()
 
 
-async def _write(hub: Hub, sub: Subscription, send: Send) -> int | None:
-    """Write ``retry:``, then the subscription's frames, a ``: ping`` when idle.
+async def _write(hub: Hub, sub: Subscription, send: Send) -> None:
+    """The ASGI path (HTTP/2, TLS, HTTP/1.0): one ``send`` per batch, a ``: ping`` when idle.
 
-    Returns the last seq written (for the close message), once the
-    subscription has ended.
+    Returns once the subscription has ended.
     """
     interval = hub.settings.ping_interval
-    data = b"retry: %d\n" % hub.settings.sse_retry_ms
-    last: int | None = None
     while True:
         with trio.move_on_after(interval) as idle:
             batch = await sub.receive_batch()
         if idle.cancelled_caught:
-            data += PING
+            data = PING
         elif not batch:
-            return last
+            return
         else:
-            data += b"".join([frame.sse for frame in batch]) if len(batch) > 1 else batch[0].sse
-            last = batch[-1].seq if batch[-1].seq is not None else last
+            data = b"".join([frame.sse for frame in batch]) if len(batch) > 1 else batch[0].sse
         await send({"type": "http.response.body", "body": data, "more_body": True})
-        data = b""
+
+
+async def _write_direct(hub: Hub, sub: Subscription, direct: DirectStreamWriter) -> None:
+    """The hot path: each event's chunk written from the publisher's task where it can be.
+
+    This task writes what direct writes left over and what queued behind
+    them, in one write, and a ``: ping`` chunk when idle. Returns once the
+    subscription has ended.
+    """
+    interval = hub.settings.ping_interval
+    sub.wire_of = _CHUNK
+    direct.attach(sub)
+    try:
+        while True:
+            with trio.move_on_after(interval) as idle:
+                data = await sub.receive_wire()
+            if idle.cancelled_caught:
+                data = PING_CHUNK
+            elif data is None:
+                return
+            await direct.send(data)
+            sub.written()
+            del data  # not kept while the stream idles
+    finally:
+        direct.detach(sub)
 
 
 def close_message(sub: Subscription, last: int | None) -> bytes:

@@ -1,0 +1,96 @@
+"""The hot path for Server-Sent Events: pre-built chunks written straight to the socket.
+
+An event stream is an HTTP/1.1 response with a chunked body. Through the ASGI
+interface every delivery costs a wake-up of the stream's writer task,
+Hypercorn's HTTP stream, h11's chunk framing, the send lock and a checkpoint:
+three to four times what a WebSocket delivery costs with
+:mod:`felix.web.hypercorn.direct_write` (the ``sse-fanout`` bench).
+
+A chunk's bytes are the same for every subscriber, so Felix builds them once
+per event (``Frame.sse_chunk``), and a :class:`DirectStreamWriter` lets the
+publisher's task hand them to the kernel as the WebSocket's direct writer
+does, under the same rules: only when nothing can be overtaken, and whatever
+the socket does not take is written by the stream's own task through
+Hypercorn's path, with Felix's write deadline.
+
+h11 keeps no state for a chunked body's data (its ``ChunkedWriter`` frames
+each ``Data`` on its own), so chunks written beside it leave it consistent:
+the end of the response still goes through h11. It is used only once the
+response head is on the wire, on plain TCP (not TLS), with a chunked body (not
+HTTP/1.0, not HTTP/2). Delete it, and Felix writes through ASGI, if Hypercorn
+ever offers a cheaper write for streaming responses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import h11
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+
+from felix.web.hypercorn.direct_write import DirectWriter
+from felix.web.hypercorn.fix_send_deadline import CURRENT_SERVER, DeadlineTCPServer
+
+__all__ = ["DirectStreamWriter"]
+
+
+class DirectStreamWriter(DirectWriter):
+    """Writes whole chunks of a streaming HTTP/1.1 response to its socket."""
+
+    def __init__(
+        self, server: DeadlineTCPServer, protocol: H11Protocol, stream: HTTPStream, sock: Any
+    ) -> None:
+        super().__init__(server, stream, sock)  # type: ignore[arg-type]
+        self._protocol = protocol
+        self._http = stream
+
+    @classmethod
+    def for_current_connection(cls) -> DirectStreamWriter | None:
+        """The writer for the response this task is streaming, if direct writes are safe.
+
+        Call it after the response's head and first body bytes were sent
+        through ASGI (Hypercorn holds the head until then).
+        """
+        server = CURRENT_SERVER.get()
+        if server is None:
+            return None
+        protocol = getattr(server.protocol, "protocol", None)
+        if not isinstance(protocol, H11Protocol):
+            return None  # HTTP/2
+        stream = protocol.stream
+        connection = protocol.connection
+        held: Any = getattr(protocol, "_felix_held", None)
+        if (
+            not isinstance(stream, HTTPStream)
+            or not isinstance(connection, h11.Connection)
+            or connection.our_state is not h11.SEND_BODY
+            # If h11's internals ever move, this answers "not chunked" and the
+            # ASGI path is used.
+            or type(getattr(connection, "_writer", None)).__name__ != "ChunkedWriter"
+            or held  # the head is not on the wire yet
+        ):
+            return None
+        sock = getattr(getattr(server.stream, "socket", None), "_sock", None)
+        if sock is None:
+            return None  # TLS: bytes must go through the SSL stream
+        return cls(server, protocol, stream, sock)
+
+    def try_send(self, data: bytes) -> int:
+        """Write what the kernel takes now, without waiting; return the byte count.
+
+        Returns 0 when a write of Hypercorn's is in progress or the response is
+        ending, so the caller queues the bytes behind it instead.
+        """
+        stream = self._http
+        if (
+            self._server.send_lock.locked()
+            or stream.closed
+            or stream.state is not ASGIHTTPState.RESPONSE
+        ):
+            return 0
+        try:
+            sent: int = self._sock.send(data)
+        except OSError:
+            return 0  # would block, or the peer is gone: the writer's own write finds out
+        return sent
