@@ -20,6 +20,7 @@ from tests.conftest import (
     create_workflow,
     publish,
     receive_json,
+    task_names,
     wait_until,
 )
 
@@ -374,8 +375,32 @@ async def test_a_client_that_leaves_ends_the_stream(
     async with open_sse(server, sse_path(workflow_id)) as stream:
         assert (await stream.next()) is not None
         assert server.hub.connection_count(workflow_id) == 1
-    # Closing the response closes httpx's connection: the server lets go at once.
+    # Closing the socket ends the stream: the server lets go at once, and no
+    # task of the stream is left behind.
     await wait_until(lambda: server.hub.connection_count() == 0)
+    await wait_until(lambda: not [name for name in task_names() if "edge.sse" in name])
+
+
+async def test_head_answers_the_stream_head_without_a_stream(
+    server: Server, client: httpx.AsyncClient
+) -> None:
+    workflow_id = await create_workflow(client)
+    response = await client.head(sse_path(workflow_id))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.content == b""
+    await wait_until(lambda: server.hub.connection_count() == 0)
+
+
+async def test_over_the_connection_limit_is_503(start_server: StartServer) -> None:
+    server = await start_server(max_connections=1)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        async with open_sse(server, sse_path(workflow_id)) as stream:
+            assert stream.status == 200
+            assert await refused(client, sse_path(workflow_id)) == (503, "over_capacity")
+            # The refused request holds nothing.
+            assert server.hub.connection_count() == 1
 
 
 BIG = "x" * 8000
