@@ -35,7 +35,7 @@ from typing import Final
 
 import trio
 
-from felix._core.events import encode, sse_message
+from felix._core.events import TERMINAL_STATUSES, encode, sse_message
 from felix._errors import BadRequest, FelixError
 from felix._logging import CONNECTION_ID
 from felix._runtime.hub import Hub
@@ -116,7 +116,7 @@ async def serve_sse_workflow(
     if resume is not None:
         after = resume
         workflow = await hub.get_workflow(workflow_id)
-        if workflow.status in ("completed", "failed", "cancelled") and resume >= workflow.last_seq:
+        if workflow.status in TERMINAL_STATUSES and resume >= workflow.last_seq:
             await _no_content(send)
             return
     async with hub.subscribe(workflow_id, after=after, types=types, remote=_remote(scope)) as sub:
