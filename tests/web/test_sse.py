@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +16,7 @@ import pytest
 import trio
 
 from felix._core.events import Frame, sse_message
+from felix.web.hypercorn.fix_send_deadline import DeadlineTCPServer
 from tests.conftest import (
     Server,
     StartServer,
@@ -379,6 +382,34 @@ async def test_a_client_that_leaves_ends_the_stream(
     # task of the stream is left behind.
     await wait_until(lambda: server.hub.connection_count() == 0)
     await wait_until(lambda: not [name for name in task_names() if "edge.sse" in name])
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_USER_TIMEOUT"), reason="Linux only")
+async def test_a_peer_that_stops_acknowledging_is_dropped(start_server: StartServer) -> None:
+    # No pongs on an event stream: the kernel drops a connection whose sent
+    # bytes (a ": ping" at least every interval) go unacknowledged this long.
+    server = await start_server(ping_interval=2.0, ping_timeout=1.5)
+    async with server.client() as client:
+        workflow_id = await create_workflow(client)
+        async with open_sse(server, sse_path(workflow_id)) as stream:
+            assert (await stream.next()) is not None
+            ours = stream.sock.socket.getsockname()
+            (served,) = [sock for sock in _server_sockets() if _peer(sock) == ours]
+            timeout = served.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+    assert timeout == 3500
+
+
+def _server_sockets() -> list[trio.socket.SocketType]:
+    """The sockets of every connection handler alive (earlier tests' ones too)."""
+    handlers = [obj for obj in gc.get_objects() if isinstance(obj, DeadlineTCPServer)]
+    return [handler.stream.socket for handler in handlers]
+
+
+def _peer(sock: trio.socket.SocketType) -> Any:
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None  # closed
 
 
 async def test_head_answers_the_stream_head_without_a_stream(

@@ -167,6 +167,8 @@ async def _run(hub: Hub, sub: Subscription, receive: Receive, send: Send, *, hea
             if direct is None:
                 await _write(hub, sub, send)
             else:
+                settings = hub.settings
+                direct.drop_silent_peer(after=settings.ping_interval + settings.ping_timeout)
                 await _write_direct(hub, sub, direct)
         except Exception:
             logger.exception("stream %s failed", sub.connection_id)

@@ -23,6 +23,7 @@ ever offers a cheaper write for streaming responses.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import h11
@@ -75,6 +76,25 @@ class DirectStreamWriter(DirectWriter):
         if sock is None:
             return None  # TLS: bytes must go through the SSL stream
         return cls(server, protocol, stream, sock)
+
+    def drop_silent_peer(self, after: float) -> bool:
+        """Have the kernel drop the connection once sent bytes go unacknowledged ``after`` s.
+
+        A WebSocket peer that vanished is found by its missing pongs
+        (:mod:`felix.web.hypercorn.fix_dead_peers`); an event stream has no
+        pongs, but it sends a ``: ping`` every interval, and TCP acknowledges
+        every byte: ``TCP_USER_TIMEOUT`` ends a connection whose peer stopped
+        acknowledging, and the app gets its disconnect. Returns False where
+        the option does not exist (not Linux).
+        """
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if option is None:
+            return False
+        try:
+            self._sock.setsockopt(socket.IPPROTO_TCP, option, max(1, round(after * 1000)))
+        except OSError:
+            return False
+        return True
 
     def try_send(self, data: bytes) -> int:
         """Write what the kernel takes now, without waiting; return the byte count.
