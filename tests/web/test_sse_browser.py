@@ -312,3 +312,31 @@ def test_the_dashboard_falls_back_to_sse(server: FelixProcess, no_websockets: Pa
     expect(page.locator("#workflow-status")).to_have_text("completed")
     paths = [request.url.split("?")[0].split("/api/v1/sse/")[1] for request in requests]
     assert paths == ["system/events", f"workflows/{first}"]
+
+
+KEY = "sse-browser-test-key-0123456789abcdef"
+
+
+def test_the_signed_in_dashboard_falls_back_to_sse(no_websockets: Page) -> None:
+    # The session cookie opens the system stream over SSE (a same-origin
+    # EventSource sends Sec-Fetch-Site, not Origin); a workflow's stream, a
+    # subscribe token minted with the cookie, as on the WebSocket.
+    with felix_process(api_key=KEY) as keyed:
+        page = no_websockets
+        requests = sse_requests(page)
+        workflow_id = keyed.create_workflow(task="Behind a key, without WebSockets")
+        page.goto(keyed.base + "/")
+        page.get_by_label("API key").fill(KEY)
+        page.get_by_role("button", name="Sign in").click()
+        row = page.locator(f'#workflows tr[data-workflow-id="{workflow_id}"]')
+        expect(row).to_contain_text("Behind a key, without WebSockets")
+        expect(page.locator("#connection")).to_have_attribute("data-transport", "sse")
+        keyed.publish(workflow_id, RESEARCH_RUN[0])
+        expect(row.locator(".status")).to_have_text("running")
+        row.get_by_role("link", name=workflow_id).click()
+        expect(page.locator("#connection")).to_have_attribute("data-state", "live")
+        keyed.publish(workflow_id, RESEARCH_RUN[1:3])
+        expect(page.locator("#log tbody tr")).to_have_count(3)
+        urls = [request.url for request in requests]
+        assert KEY not in " ".join(urls)
+        assert "token=" in urls[-1]
