@@ -531,6 +531,19 @@ async def test_credentials_as_on_the_websocket(start_server: StartServer) -> Non
         assert (await refused(anonymous, f"{SYSTEM}?token={token['token']}"))[0] == 401
 
 
+async def test_refusals_are_counted_with_the_handshakes(start_server: StartServer) -> None:
+    server = await start_server(api_keys=(KEY,))
+    async with server.client(KEY) as keyed, server.client() as anonymous:
+        assert (await refused(anonymous, sse_path("wf_nope")))[0] == 401
+        assert (await refused(keyed, sse_path("wf_nope")))[0] == 404
+        assert (await refused(keyed, f"{SYSTEM}?after=1"))[0] == 400
+    assert server.hub.counters.handshakes_refused == {
+        "unauthorized": 1,
+        "workflow_not_found": 1,
+        "bad_request": 1,
+    }
+
+
 async def test_origin_and_rate_limit_refusals(start_server: StartServer) -> None:
     server = await start_server(
         api_keys=(KEY,),

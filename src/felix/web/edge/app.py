@@ -43,7 +43,15 @@ from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
-from felix.web.edge.routes import UNKNOWN, Match, RateClass, Route, ServedBy, match
+from felix.web.edge.routes import (
+    SSE_PREFIX,
+    UNKNOWN,
+    Match,
+    RateClass,
+    Route,
+    ServedBy,
+    match,
+)
 from felix.web.edge.sse import serve_sse_system, serve_sse_workflow
 from felix.web.edge.tokens import TokenSigner
 from felix.web.edge.websocket import serve_system, serve_workflow
@@ -158,7 +166,6 @@ class Edge:
         return Admitted(route, found.params, query, credential)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route: Route | None = None
         try:
             admitted = self.admit(scope)
             route = admitted.route
@@ -187,8 +194,8 @@ class Edge:
                 self.hub, scope, receive, params=admitted.params, limit=limit
             )
         except Exception as error:
-            if isinstance(error, FelixError) and route is not None and route.stream:
-                self.hub.counters.refused(error.code)  # as for a refused handshake
+            if isinstance(error, FelixError) and scope["path"].startswith(SSE_PREFIX):
+                self.hub.counters.refused(error.code)  # an event stream, as a handshake
             await send_error(send, error, where=f"{scope['method']} {scope['path']}")
             return
         await send_answer(send, json_answer(202, answer))
