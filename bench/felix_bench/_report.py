@@ -85,26 +85,31 @@ def _finite(value: float) -> float | None:
 
 
 def summarize(scenario: Scenario, plan: str, runs: Sequence[RunResult]) -> ScenarioSummary:
-    """Medians per server over the rounds, for the scenario's metrics and the common ones."""
+    """Medians per side over the rounds, for the scenario's metrics and the common ones.
+
+    The first side (Felix, or ``felix:sse``) fills the ``felix`` fields, the
+    second (the seed, or ``felix:ws``) the ``seed`` ones.
+    """
+    first, second = scenario.sides
     metrics = []
     for metric in (*scenario.metrics, *COMMON_METRICS):
         rounds = {
-            server: [run.metrics.get(metric.key, math.nan) for run in runs if run.server == server]
-            for server in SERVERS
+            side: [run.metrics.get(metric.key, math.nan) for run in runs if run.server == side]
+            for side in (first, second)
         }
         metrics.append(
             MetricSummary(
                 metric=metric,
-                felix=median(rounds["felix"]),
-                seed=median(rounds["seed"]),
-                felix_rounds=rounds["felix"],
-                seed_rounds=rounds["seed"],
+                felix=median(rounds[first]),
+                seed=median(rounds[second]),
+                felix_rounds=rounds[first],
+                seed_rounds=rounds[second],
             )
         )
     summary = ScenarioSummary(scenario=scenario, plan=plan, metrics=metrics, runs=list(runs))
-    for server in SERVERS:
-        mine = [run for run in runs if run.server == server]
-        summary.correctness[server] = bool(mine) and all(run.ok for run in mine)
+    for side in (first, second):
+        mine = [run for run in runs if run.server == side]
+        summary.correctness[side] = bool(mine) and all(run.ok for run in mine)
     return summary
 
 
@@ -140,12 +145,18 @@ def format_table(summaries: Sequence[ScenarioSummary]) -> str:
                 )
             )
             title = ""
+        if not summary.scenario.against_seed:
+            rows.insert(
+                len(rows) - len(summary.metrics) + 1,
+                ("", "(columns: " + " | ".join(summary.scenario.sides) + ")", "", "", "", "", ""),
+            )
+        first, second = summary.scenario.sides
         rows.append(
             (
                 "",
                 "exactly once, in order",
-                _short(summary.correctness_text("felix")),
-                _short(summary.correctness_text("seed")),
+                _short(summary.correctness_text(first)),
+                _short(summary.correctness_text(second)),
                 "",
                 "0 lost/dup/reordered",
                 "PASS" if summary.correct else "FAIL",
@@ -211,46 +222,6 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
-def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
-    """One metric's bars: felix and seed medians, the rounds' min-max as error bars."""
-    colors = {"felix": "#2b6cb0", "seed": "#a0aec0"}
-    values = [item.felix, item.seed]
-    spreads = [
-        [v for v in item.felix_rounds if math.isfinite(v)],
-        [v for v in item.seed_rounds if math.isfinite(v)],
-    ]
-    heights = [v if math.isfinite(v) else 0.0 for v in values]
-    lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
-    upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
-    ax.bar(
-        list(SERVERS),
-        heights,
-        color=[colors[s] for s in SERVERS],
-        yerr=[lower, upper],
-        capsize=4,
-    )
-    for x, value in enumerate(values):
-        ax.annotate(
-            format_value(value, item.metric.digits),
-            (x, heights[x] + upper[x]),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-            xytext=(0, 2),
-            textcoords="offset points",
-        )
-    ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
-    target = f", target {item.metric.target_text()}" if item.metric.target else ""
-    ax.set_title(
-        f"{title}\n{item.metric.label}\nfelix/seed {ratio_text}{target}",
-        fontsize=9,
-        color=_VERDICT_COLORS[item.meets],
-    )
-    ax.set_ylabel(item.metric.unit, fontsize=8)
-    ax.tick_params(labelsize=8)
-    ax.margins(y=0.15)
-
-
 def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str) -> None:
     """One panel per headline metric: felix vs seed (median, min-max of rounds).
 
@@ -262,7 +233,7 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
 
-    panels: list[tuple[str, MetricSummary]] = []
+    panels: list[tuple[str, MetricSummary, tuple[str, str]]] = []
     for summary in summaries:
         for item in summary.metrics:
             headline = item.metric.target is not None or item.metric.key in (
@@ -270,7 +241,7 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
                 "connects_per_s",
             )
             if headline:
-                panels.append((summary.scenario.title, item))
+                panels.append((summary.scenario.title, item, summary.scenario.sides))
     targets = [
         (summary.scenario.title, item)
         for summary in summaries
@@ -283,10 +254,45 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     columns = min(4, count)
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
+    colors = {"felix": "#2b6cb0", "seed": "#a0aec0"}
     for ax in axes.flat[count:]:
         ax.set_visible(False)
-    for ax, (title, item) in zip(axes.flat, panels, strict=False):
-        _metric_panel(ax, title, item)
+    for ax, (title, item, sides) in zip(axes.flat, panels, strict=False):
+        values = [item.felix, item.seed]
+        spreads = [
+            [v for v in item.felix_rounds if math.isfinite(v)],
+            [v for v in item.seed_rounds if math.isfinite(v)],
+        ]
+        heights = [v if math.isfinite(v) else 0.0 for v in values]
+        lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
+        upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
+        ax.bar(
+            list(sides),
+            heights,
+            color=[colors[s] for s in SERVERS],
+            yerr=[lower, upper],
+            capsize=4,
+        )
+        for x, value in enumerate(values):
+            ax.annotate(
+                format_value(value, item.metric.digits),
+                (x, heights[x] + upper[x]),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+        ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
+        target = f", target {item.metric.target_text()}" if item.metric.target else ""
+        ax.set_title(
+            f"{title}\n{item.metric.label}\n{'/'.join(sides)} {ratio_text}{target}",
+            fontsize=9,
+            color=_VERDICT_COLORS[item.meets],
+        )
+        ax.set_ylabel(item.metric.unit, fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.margins(y=0.15)
     if targets:
         _targets_panel(axes.flat[len(panels)], targets)
     figure.suptitle(f"felix vs seed-style server (median of rounds) - {subtitle}", fontsize=10)

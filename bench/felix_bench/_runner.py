@@ -31,7 +31,6 @@ from felix_bench._scenarios import (
     run_once,
 )
 from felix_bench._servers import (
-    SERVERS,
     ServerSetup,
     describe_env,
     felix_command,
@@ -228,42 +227,12 @@ def run_bench(options: Options) -> int:
         felix_command=felix_command(),
         felix_extra_env=dict(options.felix_env),
     )
-    meta = _describe(
-        options, pinning=pinning, setup=setup, node_version=node_version, nofile=nofile, root=root
-    )
-    _announce(meta, options)
     scenarios = [SCENARIOS[name] for name in options.scenarios]
-    with open_context(
-        root=root,
-        pinning=pinning,
-        setup=setup,
-        node=node,
-        logs=logs,
-        deflate=options.deflate,
-        scratch_prefix="felix-bench-",
-    ) as ctx:
-        results = {scenario.name: _rounds(ctx, scenario, options) for scenario in scenarios}
-    summaries = [
-        summarize(scenario, scenario.plan(options.quick).describe(), results[scenario.name])
-        for scenario in scenarios
-    ]
-    return _report(summaries, meta, out_dir, options, began)
-
-
-def _describe(
-    options: Options,
-    *,
-    pinning: Pinning,
-    setup: ServerSetup,
-    node_version: str,
-    nofile: int,
-    root: Path,
-) -> dict[str, Any]:
-    """The run's conditions, for results.json and the header."""
-    return {
+    rounds = options.round_count
+    meta: dict[str, Any] = {
         "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "profile": "quick" if options.quick else "full",
-        "rounds": options.round_count,
+        "rounds": rounds,
         "interleaving": "per scenario, rounds alternate felix/seed and seed/felix",
         "pinning": pinning.describe(),
         "cpus": os.cpu_count(),
@@ -273,72 +242,55 @@ def _describe(
         "open_files_limit": nofile,
         "felix_command": " ".join(setup.felix_command),
         "felix_settings": describe_env(options.felix_env),
-        "seed_dir": str(setup.seed_dir),
+        "seed_dir": str(seed_dir),
         "client_permessage_deflate": options.deflate,
         "commit": _git_commit(root),
     }
-
-
-def _announce(meta: dict[str, Any], options: Options) -> None:
     say(
-        f"felix bench ({meta['profile']}, {meta['rounds']} round(s), "
+        f"felix bench ({meta['profile']}, {rounds} round(s), "
         f"scenarios: {', '.join(options.scenarios)})"
     )
     say(f"  pinning: {meta['pinning']}")
     say(f"  felix settings: {'; '.join(meta['felix_settings'])}; everything else default")
-    say(f"  seed-style server: {meta['seed_dir']} (its own venv, run.sh)")
+    say(f"  seed-style server: {seed_dir} (its own venv, run.sh)")
     say(
-        f"  load generator: node {meta['node']}, separate processes; clients "
+        f"  load generator: node {node_version}, separate processes; clients "
         + ("offer permessage-deflate (ws)" if options.deflate else "lean, no permessage-deflate")
     )
     say(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
+    results: dict[str, list[RunResult]] = {scenario.name: [] for scenario in scenarios}
+    with open_context(
+        root=root,
+        pinning=pinning,
+        setup=setup,
+        node=node,
+        logs=logs,
+        deflate=options.deflate,
+        scratch_prefix="felix-bench-",
+    ) as ctx:
+        for scenario in scenarios:
+            plan = scenario.plan(options.quick)
+            say(f"\n{scenario.title}: {plan.describe()}")
+            for round_number in range(1, rounds + 1):
+                sides = scenario.sides
+                order: Sequence[str] = sides if round_number % 2 else sides[::-1]
+                for server in order:
+                    run = run_once(ctx, scenario, plan, server, round_number)
+                    results[scenario.name].append(run)
+                    say(_progress(run, scenario))
+                    if run.error:
+                        say("    " + run.error.replace("\n", "\n    "))
+                    elif not run.check.ok:
+                        say(f"    {run.check.describe()}")
+                        for message in run.check.errors[:6]:
+                            say(f"      {message}")
 
-def _rounds(ctx: Context, scenario: Scenario, options: Options) -> list[RunResult]:
-    """Every round of one scenario, the servers' order alternating round by round."""
-    plan = scenario.plan(options.quick)
-    say(f"\n{scenario.title}: {plan.describe()}")
-    runs: list[RunResult] = []
-    for round_number in range(1, options.round_count + 1):
-        order: Sequence[str] = SERVERS if round_number % 2 else SERVERS[::-1]
-        for server in order:
-            run = run_once(ctx, scenario, plan, server, round_number)
-            runs.append(run)
-            say(_progress(run, scenario))
-            if run.error:
-                say("    " + run.error.replace("\n", "\n    "))
-            elif not run.check.ok:
-                say(f"    {run.check.describe()}")
-                for message in run.check.errors[:6]:
-                    say(f"      {message}")
-    return runs
-
-
-def _say_generator_load(summaries: list[ScenarioSummary]) -> None:
-    """How busy the load generators were, and a warning where they may be the bound."""
-    generator = [
-        f"{s.scenario.name} {item.felix:.0f}%/{item.seed:.0f}%"
-        for s in summaries
-        for item in s.metrics
-        if item.metric.key == "generator_cpu_pct"
+    summaries = [
+        summarize(scenario, scenario.plan(options.quick).describe(), results[scenario.name])
+        for scenario in scenarios
     ]
-    say(
-        "\nratio = felix / seed (medians of rounds). CPU is % of one core over the "
-        "measured window; generator CPU (felix run/seed run), all generator processes "
-        "together on their own core: " + ", ".join(generator)
-    )
-    bound = [
-        s.scenario.title
-        for s in summaries
-        for item in s.metrics
-        if item.metric.key == "generator_cpu_pct" and max(item.felix, item.seed) > 90
-    ]
-    if bound:
-        say(
-            "WARNING: the generator used over 90% of its core in: "
-            + ", ".join(bound)
-            + " - those numbers may be generator-bound"
-        )
+    return _report(summaries, meta, out_dir, options, began)
 
 
 def _report(
@@ -365,7 +317,34 @@ def _report(
     wall = time.monotonic() - began
     meta["wall_s"] = round(wall, 1)
     say("\n" + format_table(summaries))
-    _say_generator_load(summaries)
+    generator = [
+        f"{s.scenario.name} {item.felix:.0f}%/{item.seed:.0f}%"
+        for s in summaries
+        for item in s.metrics
+        if item.metric.key == "generator_cpu_pct"
+    ]
+    for summary in summaries:
+        if not summary.scenario.against_seed:
+            first, second = summary.scenario.sides
+            say(f"\n{summary.scenario.title}: the columns are {first} | {second}")
+    say(
+        "\nratio = felix / seed (medians of rounds; first / second side where the "
+        "scenario says so). CPU is % of one core over the "
+        "measured window; generator CPU (felix run/seed run), all generator processes "
+        "together on their own core: " + ", ".join(generator)
+    )
+    bound = [
+        s.scenario.title
+        for s in summaries
+        for item in s.metrics
+        if item.metric.key == "generator_cpu_pct" and max(item.felix, item.seed) > 90
+    ]
+    if bound:
+        say(
+            "WARNING: the generator used over 90% of its core in: "
+            + ", ".join(bound)
+            + " - those numbers may be generator-bound"
+        )
     document = {
         "meta": meta,
         "correct": correct,

@@ -30,10 +30,26 @@ from felix_bench._procs import (
     runqueue_wait_seconds,
     wait_events,
 )
-from felix_bench._servers import Server, ServerSetup, create_workflows, running_server
+from felix_bench._servers import (
+    SERVERS,
+    Server,
+    ServerSetup,
+    create_workflows,
+    running_server,
+)
 from felix_bench._stats import percentiles, read_samples
 
-__all__ = ["SCENARIOS", "Check", "Context", "Metric", "Plan", "RunResult", "Scenario", "run_once"]
+__all__ = [
+    "SCENARIOS",
+    "Check",
+    "Context",
+    "Metric",
+    "Plan",
+    "RunResult",
+    "Scenario",
+    "run_once",
+    "side_server",
+]
 
 #: Characters of padding in each event's ``content``: with the other fields an
 #: event body is ~100 bytes, the size the calibration notes measured.
@@ -93,10 +109,14 @@ class Plan:
     connect_concurrency: int = 32
     warmup: int = 0
     settle_s: float = 2.0
+    #: How subscribers (the canaries included) follow a workflow: ``ws`` or ``sse``.
+    transport: str = "ws"
 
     def describe(self) -> str:
         """A one-line summary for the report."""
         parts = [f"{self.workflows} workflow(s) x {self.subscribers} subscriber(s)"]
+        if self.transport == "sse":
+            parts[0] += " over Server-Sent Events"
         if self.mode == "max":
             parts.append(f"as fast as possible for {self.duration_s:g} s")
             parts.append(f"{self.batch} event(s)/publish, window {self.window} events")
@@ -121,10 +141,25 @@ class Scenario:
     metrics: tuple[Metric, ...]
     full: Plan
     quick: Plan
+    #: The two sides compared, each ``server`` or ``server:transport``: the
+    #: report's ratio is first / second. Most scenarios compare Felix with the
+    #: seed-style server; ``sse-fanout`` compares Felix's two transports.
+    sides: tuple[str, str] = SERVERS
 
     def plan(self, quick: bool) -> Plan:
         """The plan of the chosen profile."""
         return self.quick if quick else self.full
+
+    @property
+    def against_seed(self) -> bool:
+        """Whether this scenario compares Felix with the seed-style server."""
+        return self.sides == SERVERS
+
+
+def side_server(side: str) -> tuple[str, str | None]:
+    """The server a side runs and the transport it forces (``felix:sse`` -> felix, sse)."""
+    server, _, transport = side.partition(":")
+    return server, transport or None
 
 
 @dataclass
@@ -284,6 +319,24 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             quick=replace(_FANOUT, duration_s=2.0),
         ),
         Scenario(
+            name="sse-fanout",
+            title="fan-out 1 x 100, SSE vs WebSocket",
+            summary=(
+                "as fan-out, Felix's subscribers on Server-Sent Events against Felix's "
+                "subscribers on WebSockets (ratio = SSE / WebSocket)"
+            ),
+            metrics=(
+                _target(_US_PER_DELIVERY, 1.25),
+                _DELIVERIES,
+                _P50,
+                _P99,
+                _EVENTS,
+            ),
+            full=_FANOUT,
+            quick=replace(_FANOUT, duration_s=2.0),
+            sides=("felix:sse", "felix:ws"),
+        ),
+        Scenario(
             name="fanout-batch",
             title="fan-out 1 x 100, batches of 10",
             summary="as fan-out, with 10 events per publish (one frame per event)",
@@ -385,10 +438,17 @@ def _rss(pids: Sequence[int]) -> int:
 def run_once(
     ctx: Context, scenario: Scenario, plan: Plan, server_name: str, round_number: int
 ) -> RunResult:
-    """Run ``scenario`` once against a fresh ``server_name``; never raises BenchError."""
-    tag = f"{scenario.name}-{server_name}-r{round_number}"
+    """Run ``scenario`` once against a fresh ``server_name``; never raises BenchError.
+
+    ``server_name`` is a server, or one of the scenario's sides
+    (``felix:sse``): a side's transport overrides the plan's.
+    """
+    tag = f"{scenario.name}-{server_name.replace(':', '-')}-r{round_number}"
     result = RunResult(scenario=scenario.name, server=server_name, round=round_number)
     started = time.monotonic()
+    server_name, transport = side_server(server_name)
+    if transport is not None:
+        plan = replace(plan, transport=transport)
     try:
         with contextlib.ExitStack() as stack:
             server = stack.enter_context(
@@ -411,39 +471,6 @@ def run_once(
     return result
 
 
-@dataclass
-class _Live:
-    """What one run has started and learned, handed from step to step."""
-
-    ctx: Context
-    plan: Plan
-    server: Server
-    tag: str
-    result: RunResult
-    generators: list[NodeProc]
-    workflows: list[str] = field(default_factory=list)
-    assignments: list[list[list[Any]]] = field(default_factory=list)
-    subs: list[NodeProc] = field(default_factory=list)
-    latency_files: list[Path] = field(default_factory=list)
-    progress: list[dict[str, Any]] = field(default_factory=list)
-    starters: list[NodeProc] = field(default_factory=list)
-    storm: NodeProc | None = None
-
-
-@dataclass
-class _Window:
-    """What the measured window produced."""
-
-    published: dict[str, Any]
-    storm_done: dict[str, Any] | None
-    dones: list[dict[str, Any]]
-    counts: dict[str, int]
-    seconds: float
-    server_cpu: float
-    generator_cpu: float
-    server_wait: float
-
-
 def _run(
     ctx: Context,
     plan: Plan,
@@ -453,41 +480,35 @@ def _run(
     result: RunResult,
     generators: list[NodeProc],
 ) -> None:
-    live = _Live(ctx, plan, server, tag, result, generators)
-    _start_subscribers(live)
-    _connect_subscribers(live)
-    _start_publisher(live)
-    window = _measure(live)
-    _audit(live, window)
-    _record_metrics(live, window)
-    for path in live.latency_files:
-        path.unlink(missing_ok=True)
-    for entry in live.progress:
-        Path(entry["file"]).unlink(missing_ok=True)
-
-
-def _start_subscribers(live: _Live) -> None:
-    """1. Workflows and subscriber processes; they connect on command."""
-    ctx, plan, tag = live.ctx, live.plan, live.tag
-    live.workflows = create_workflows(live.server, plan.workflows)
+    metrics = result.metrics
+    check = result.check
+    # 1. Workflows and subscriber processes; they connect on command.
+    workflows = create_workflows(server, plan.workflows)
+    # Subscribers follow a workflow at ws_base + id: a WebSocket, or over SSE
+    # an http:// URL (the load generator picks its client by the scheme).
+    stream = "http://127.0.0.1:{}/api/v1/sse/workflows/"
+    if plan.transport == "ws":
+        stream = "ws://127.0.0.1:{}/api/v1/ws/workflows/"
+    ws_base = stream.format(server.port)
     # A cluster's subscribers are dealt over its nodes; the publisher (and its
     # canaries) use the first, so most deliveries cross from node to node.
-    ws_bases = [f"ws://127.0.0.1:{port}/api/v1/ws/workflows/" for port in live.server.ws_ports]
+    ws_bases = [stream.format(port) for port in server.ws_ports]
     # The publisher's canary is one of a workflow's subscribers, except in the
     # idle scenario, where the measured connections are all in sub processes.
     held = plan.subscribers if plan.idle else plan.subscribers - 1
-    live.assignments = _split(live.workflows, held, plan.sub_procs) if held > 0 else []
-    for index, assignment in enumerate(live.assignments):
+    assignments = _split(workflows, held, plan.sub_procs) if held > 0 else []
+    latency_files: list[Path] = []
+    progress: list[dict[str, Any]] = []
+    subs: list[NodeProc] = []
+    for index, assignment in enumerate(assignments):
         latency_file = ctx.scratch / f"{tag}-sub{index}.f64"
-        live.latency_files.append(latency_file)
+        latency_files.append(latency_file)
         # Where the sub process says how far its slowest subscriber of each
         # workflow has got; the publisher's window counts from it.
         # (Only `max` mode has a window; the others would just burn the generator's CPU.)
         progress_file = ctx.scratch / f"{tag}-sub{index}.progress"
         if plan.mode == "max":
-            live.progress.append(
-                {"file": str(progress_file), "workflows": [wf for wf, _ in assignment]}
-            )
+            progress.append({"file": str(progress_file), "workflows": [wf for wf, _ in assignment]})
         node = ctx.spawn_node(
             f"{tag}-sub{index}",
             {
@@ -502,22 +523,19 @@ def _start_subscribers(live: _Live) -> None:
                 "max_ms": 300_000,
             },
         )
-        live.subs.append(node)
-        live.generators.append(node)
-    wait_events(live.subs, "started", 60)
+        subs.append(node)
+        generators.append(node)
+    wait_events(subs, "started", 60)
 
-
-def _connect_subscribers(live: _Live) -> None:
-    """2. Connect every subscriber (idle: measure memory around it)."""
-    plan, server, check, metrics = live.plan, live.server, live.result.check, live.result.metrics
+    # 2. Connect every subscriber (idle: measure memory around it).
     rss_before = 0
     if plan.idle:
         time.sleep(1.0)  # let the warm-up connections' memory settle
         rss_before = _rss(server.pids)
     connect_cpu = _cpu(server.pids)
-    for node in live.subs:
+    for node in subs:
         node.send({"cmd": "connect"})
-    ready = wait_events(live.subs, "ready", 180)
+    ready = wait_events(subs, "ready", 180)
     connected = sum(int(event["connected"]) for event in ready)
     check.connect_failures += sum(int(event["failed"]) for event in ready)
     for event in ready:
@@ -539,23 +557,19 @@ def _connect_subscribers(live: _Live) -> None:
         metrics["rss_before_mib"] = rss_before / MIB
         metrics["rss_after_mib"] = rss_after / MIB
         metrics["kb_per_connection"] = (rss_after - rss_before) / 1024 / max(1, connected)
-        live.result.info["idle_connections"] = connected
+        result.info["idle_connections"] = connected
 
-
-def _start_publisher(live: _Live) -> None:
-    """3. The publisher (with its canaries) and the storm, ready but not started."""
-    ctx, plan, tag = live.ctx, live.plan, live.tag
-    ws_base = f"ws://127.0.0.1:{live.server.port}/api/v1/ws/workflows/"
+    # 3. The publisher (with its canaries) and the storm, ready but not started.
     pub_latency = ctx.scratch / f"{tag}-pub.f64"
-    live.latency_files.append(pub_latency)
+    latency_files.append(pub_latency)
     pub = ctx.spawn_node(
         f"{tag}-pub",
         {
             "role": "pub",
             "host": "127.0.0.1",
-            "port": live.server.port,
+            "port": server.port,
             "ws_base": ws_base,
-            "workflows": live.workflows,
+            "workflows": workflows,
             "mode": plan.mode,
             "batch": plan.batch,
             "streams": plan.streams,
@@ -565,77 +579,64 @@ def _start_publisher(live: _Live) -> None:
             "window": plan.window,
             "pad": EVENT_PAD,
             "deflate": ctx.deflate,
-            "progress": live.progress,
+            "progress": progress,
             "latency_file": str(pub_latency),
             "max_ms": 300_000,
         },
     )
-    live.generators.append(pub)
-    live.starters = [pub]
+    generators.append(pub)
+    starters = [pub]
+    storm: NodeProc | None = None
     if plan.storm_clients:
-        live.storm = ctx.spawn_node(
+        storm = ctx.spawn_node(
             f"{tag}-storm",
             {
                 "role": "storm",
-                "url": ws_base + live.workflows[0],
+                "url": ws_base + workflows[0],
                 "clients": plan.storm_clients,
                 "duration_ms": plan.duration_s * 1000,
                 "deflate": ctx.deflate,
                 "max_ms": 300_000,
             },
         )
-        live.generators.append(live.storm)
-        live.starters.append(live.storm)
-    wait_events(live.starters, "ready", 60)
+        generators.append(storm)
+        starters.append(storm)
+    wait_events(starters, "ready", 60)
 
-
-def _measure(live: _Live) -> _Window:
-    """4. The measured window: from "go" until every subscriber has checked its
-    last event (or the drain timeout passed); then every generator is told to quit."""
-    server, pub, storm = live.server, live.starters[0], live.storm
-    pids = [g.pid for g in live.generators]
+    # 4. The measured window: from "go" until every subscriber has checked its
+    # last event (or the drain timeout passed).
+    pids = [g.pid for g in generators]
     t0 = time.monotonic()
     server0, generators0 = _cpu(server.pids), _cpu(pids)
     wait0 = sum(runqueue_wait_seconds(pid) for pid in server.pids)
-    for node in live.starters:
+    for node in starters:
         node.send({"cmd": "go"})
-    budget = live.plan.duration_s + 60
+    budget = plan.duration_s + 60
     (published,) = wait_events([pub], "published", budget)
     storm_done = wait_events([storm], "done", budget)[0] if storm is not None else None
     per_stream: dict[str, list[int]] = {
         wf: [int(n) for n in streams] for wf, streams in published["published"].items()
     }
-    listeners = [*live.subs, pub]
+    counts = {wf: sum(streams) for wf, streams in per_stream.items()}
+    check.publish_errors = len(published["errors"])
+    check.errors.extend(f"publish: {message}" for message in published["errors"])
+    listeners = [*subs, pub]
     for node in listeners:
         node.send({"cmd": "expect", "counts": per_stream, "drain_ms": DRAIN_MS})
     dones = wait_events(listeners, "done", DRAIN_MS / 1000 + 30)
     t1 = time.monotonic()
-    window = _Window(
-        published=published,
-        storm_done=storm_done,
-        dones=dones,
-        counts={wf: sum(streams) for wf, streams in per_stream.items()},
-        seconds=max(1e-3, t1 - t0),
-        server_cpu=_cpu(server.pids) - server0,
-        generator_cpu=_cpu(pids) - generators0,
-        server_wait=sum(runqueue_wait_seconds(pid) for pid in server.pids) - wait0,
-    )
-    live.result.metrics["server_rss_end_mib"] = _rss(server.pids) / MIB
-    for node in live.generators:
+    server_cpu, generator_cpu = _cpu(server.pids) - server0, _cpu(pids) - generators0
+    server_wait = sum(runqueue_wait_seconds(pid) for pid in server.pids) - wait0
+    metrics["server_rss_end_mib"] = _rss(server.pids) / MIB
+    for node in generators:
         with contextlib.suppress(BenchError):
             node.send({"cmd": "quit"})
-    return window
 
-
-def _audit(live: _Live, window: _Window) -> None:
-    """What each subscriber should have had, against what it got."""
-    check, counts = live.result.check, window.counts
-    check.publish_errors = len(window.published["errors"])
-    check.errors.extend(f"publish: {message}" for message in window.published["errors"])
-    expected = sum(int(count) * counts.get(wf, 0) for a in live.assignments for wf, count in a)
+    # The audit: what each subscriber should have had, against what it got.
+    expected = sum(int(count) * counts.get(wf, 0) for a in assignments for wf, count in a)
     expected += sum(counts.values())  # one canary per workflow
     check.expected = expected
-    for done in window.dones:
+    for done in dones:
         check.subscribers += int(done["subscribers"])
         check.delivered += int(done["delivered"])
         check.lost += int(done["lost"])
@@ -645,62 +646,51 @@ def _audit(live: _Live, window: _Window) -> None:
         check.seq_errors += int(done["seq_errors"])
         check.closed_early += int(done["closed_early"])
         check.errors.extend(done["errors"])
-    if window.storm_done is not None:
-        check.connect_failures += int(window.storm_done["failures"])
-        check.errors.extend(f"storm: {message}" for message in window.storm_done["errors"])
+    if storm_done is not None:
+        check.connect_failures += int(storm_done["failures"])
+        check.errors.extend(f"storm: {message}" for message in storm_done["errors"])
     del check.errors[12:]
 
-
-def _record_metrics(live: _Live, window: _Window) -> None:
-    """5. The metrics of the window: CPU, throughput, delivery and latency."""
-    metrics, info, published = live.result.metrics, live.result.info, window.published
-    metrics["server_cpu_pct"] = 100 * window.server_cpu / window.seconds
-    metrics["generator_cpu_pct"] = 100 * window.generator_cpu / window.seconds
-    metrics["server_wait_pct"] = 100 * window.server_wait / window.seconds
+    # 5. The metrics.
+    window_s = max(1e-3, t1 - t0)
+    metrics["server_cpu_pct"] = 100 * server_cpu / window_s
+    metrics["generator_cpu_pct"] = 100 * generator_cpu / window_s
+    metrics["server_wait_pct"] = 100 * server_wait / window_s
     start = float(published["start"])
     publish_s = max(1e-3, (float(published["end"]) - start) / 1000)
-    metrics["events_per_s"] = sum(window.counts.values()) / publish_s
-    info["requests"] = int(published["requests"])
-    info["late_publishes"] = int(published["late"])
-    if live.plan.mode == "rate":
+    metrics["events_per_s"] = sum(counts.values()) / publish_s
+    result.info["requests"] = int(published["requests"])
+    result.info["late_publishes"] = int(published["late"])
+    if plan.mode == "rate":
         # Latency is measured from the actual send; a server that cannot take
         # the rate makes the publisher fall behind instead, shown here.
         metrics["publish_lag_max_ms"] = float(published["max_lag_ms"])
-    info["post_ms"] = published["post_ms"]
-    info["events_published"] = sum(window.counts.values())
-    delivered = live.result.check.delivered
+    result.info["post_ms"] = published["post_ms"]
+    result.info["events_published"] = sum(counts.values())
     last_receive = max(
-        (float(d["last_recv"]) for d in window.dones if d["last_recv"] is not None), default=0
+        (float(d["last_recv"]) for d in dones if d["last_recv"] is not None), default=0
     )
-    if delivered and last_receive > start:
-        metrics["deliveries_per_s"] = delivered / ((last_receive - start) / 1000)
-        metrics["server_us_per_delivery"] = window.server_cpu * 1e6 / delivered
-    _record_latency(live)
-    if window.storm_done is not None:
-        _record_storm(live, window)
-
-
-def _record_latency(live: _Live) -> None:
-    samples = read_samples(live.latency_files)
+    if check.delivered and last_receive > start:
+        metrics["deliveries_per_s"] = check.delivered / ((last_receive - start) / 1000)
+        metrics["server_us_per_delivery"] = server_cpu * 1e6 / check.delivered
+    samples = read_samples(latency_files)
     if len(samples):
         quantiles = percentiles(samples, (0.5, 0.9, 0.99, 1.0))
-        metrics = live.result.metrics
         metrics["latency_p50_ms"] = quantiles[0.5]
         metrics["latency_p90_ms"] = quantiles[0.9]
         metrics["latency_p99_ms"] = quantiles[0.99]
         metrics["latency_max_ms"] = quantiles[1.0]
-        live.result.info["latency_samples"] = len(samples)
-
-
-def _record_storm(live: _Live, window: _Window) -> None:
-    storm_done = window.storm_done
-    assert storm_done is not None
-    metrics = live.result.metrics
-    storm_s = max(1e-3, (float(storm_done["end"]) - float(storm_done["start"])) / 1000)
-    handshakes = int(storm_done["handshakes"])
-    metrics["handshakes_per_s"] = handshakes / storm_s
-    summary = storm_done["handshake_ms"] or {}
-    metrics["handshake_p50_ms"] = float(summary.get("p50", math.nan))
-    metrics["handshake_p99_ms"] = float(summary.get("p99", math.nan))
-    metrics["server_us_per_handshake"] = window.server_cpu * 1e6 / max(1, handshakes)
-    live.result.info["handshakes"] = handshakes
+        result.info["latency_samples"] = len(samples)
+    if storm_done is not None:
+        storm_s = max(1e-3, (float(storm_done["end"]) - float(storm_done["start"])) / 1000)
+        handshakes = int(storm_done["handshakes"])
+        metrics["handshakes_per_s"] = handshakes / storm_s
+        summary = storm_done["handshake_ms"] or {}
+        metrics["handshake_p50_ms"] = float(summary.get("p50", math.nan))
+        metrics["handshake_p99_ms"] = float(summary.get("p99", math.nan))
+        metrics["server_us_per_handshake"] = server_cpu * 1e6 / max(1, handshakes)
+        result.info["handshakes"] = handshakes
+    for path in latency_files:
+        path.unlink(missing_ok=True)
+    for entry in progress:
+        Path(entry["file"]).unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 //
 //   node loadgen.js '<json config>'
 //
-//   sub    WebSocket subscribers: connect on command, check every event they get
+//   sub    WebSocket (or Server-Sent Events) subscribers: connect on command, check every event they get
 //          (exactly once, in order, by the publisher's own numbering `p`/`n`),
 //          record latencies, report when told how many events to expect.
 //   pub    REST publisher: per workflow, one or more streams `p`, each with one
@@ -24,12 +24,15 @@ const fs = require('fs');
 const WebSocket = require('ws');
 const { LeanHttpConnection } = require('./lean-http');
 const { LeanWebSocket } = require('./lean-ws');
+const { LeanEventSource } = require('./lean-sse');
 
 const now = () => Number(process.hrtime.bigint()) / 1e6;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-// The lean client unless the run offers permessage-deflate, which only `ws` does.
+// The lean client unless the run offers permessage-deflate, which only `ws` does;
+// an http:// URL is a Server-Sent Events stream (lean-sse.js, the same surface).
 function openWebSocket(url, deflate) {
+  if (url.startsWith('http://')) return new LeanEventSource(url);
   return deflate ? new WebSocket(url, { perMessageDeflate: true }) : new LeanWebSocket(url);
 }
 

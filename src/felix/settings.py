@@ -153,6 +153,8 @@ class Settings:
     ping_interval: float = attrs.field(default=20.0, validator=_positive)
     #: Seconds to wait for any answer to a ping before dropping the peer.
     ping_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Milliseconds an ``EventSource`` waits before reconnecting (the SSE ``retry:``).
+    sse_retry_ms: int = attrs.field(default=3000, validator=_positive)
     #: Seconds one socket write may take before the connection is aborted.
     send_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Negotiate permessage-deflate when a client offers it.
@@ -359,13 +361,20 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "ping_interval": (
         "FELIX_PING_INTERVAL",
         "number",
-        "Seconds between server pings on each WebSocket.",
+        "Seconds between server pings on each WebSocket, and between the : ping comments "
+        "on each Server-Sent Events stream.",
     ),
     "ping_timeout": (
         "FELIX_PING_TIMEOUT",
         "number",
         "Seconds to wait for any answer to a ping; a silent peer is dropped, so a dead one "
         "goes within FELIX_PING_INTERVAL + FELIX_PING_TIMEOUT.",
+    ),
+    "sse_retry_ms": (
+        "FELIX_SSE_RETRY_MS",
+        "integer",
+        "Milliseconds a browser's EventSource waits before it reconnects to a Server-Sent "
+        "Events stream that ended (sent as the stream's first line, retry:).",
     ),
     "send_timeout": (
         "FELIX_SEND_TIMEOUT",

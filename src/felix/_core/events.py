@@ -7,6 +7,7 @@ subscriber's buffer holds, so fan-out never touches JSON again.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -31,6 +32,7 @@ __all__ = [
     "format_timestamp",
     "make_frame",
     "nests_deeper",
+    "sse_message",
     "validate_broadcast",
     "validate_event",
 ]
@@ -154,13 +156,20 @@ class Frame:
     type: str
     size: int
     wire: bytes
+    #: The workflow event's ``seq`` (the SSE ``id:``); None for server frames
+    #: and broadcasts.
+    seq: int | None = None
 
     @classmethod
-    def of(cls, frame_type: str, text: str, payload: bytes | None = None) -> Frame:
+    def of(
+        cls, frame_type: str, text: str, payload: bytes | None = None, *, seq: int | None = None
+    ) -> Frame:
         """Build a frame from its text (and its UTF-8 bytes, if already known)."""
         if payload is None:
             payload = text.encode()
-        return cls(type=frame_type, size=len(payload), wire=frame_header(len(payload)) + payload)
+        return cls(
+            type=frame_type, size=len(payload), wire=frame_header(len(payload)) + payload, seq=seq
+        )
 
     @property
     def text(self) -> str:
@@ -171,6 +180,44 @@ class Frame:
         """
         wire = self.wire
         return str(memoryview(wire)[len(wire) - self.size :], "utf-8")
+
+    @functools.cached_property
+    def sse(self) -> bytes:
+        """The frame as one Server-Sent Events message, built on first use and kept.
+
+        ``id: <seq>`` (workflow events only), ``event: <type>``, ``data: <text>``
+        and the blank line that ends the message. Like :attr:`wire`, it is the
+        same for every subscriber, so it is built once per event, and only
+        for events someone reads over SSE.
+        """
+        return sse_message(self.type, self.text, self.seq)
+
+    @functools.cached_property
+    def sse_chunk(self) -> bytes:
+        """:attr:`sse` as one HTTP/1.1 chunk (``<size in hex>\\r\\n<message>\\r\\n``).
+
+        What a streaming response writes to the socket for this event, built
+        once per event like :attr:`wire`: a chunked body's framing is the same
+        for every subscriber.
+        """
+        message = self.sse
+        return b"%x\r\n%b\r\n" % (len(message), message)
+
+
+def sse_message(event_type: str, text: str, seq: int | None = None) -> bytes:
+    """One Server-Sent Events message: ``id:`` (if ``seq``), ``event:``, ``data:``, blank line.
+
+    Felix's JSON is one line (the encoder escapes line breaks in strings); a
+    text with line breaks all the same is split over several ``data:`` lines,
+    which a client joins back with ``\\n``.
+    """
+    head = f"id: {seq}\nevent: {event_type}\n" if seq is not None else f"event: {event_type}\n"
+    if "\n" in text or "\r" in text:
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        data = "".join(f"data: {line}\n" for line in lines)
+    else:
+        data = f"data: {text}\n"
+    return (head + data + "\n").encode()
 
 
 def make_frame(obj: dict[str, Any]) -> Frame:
@@ -228,7 +275,7 @@ class Event:
             workflow_id=workflow_id,
             seq=seq,
             timestamp=timestamp,
-            frame=Frame.of(event_type, text, payload),
+            frame=Frame.of(event_type, text, payload, seq=seq),
             fields=fields,
         )
 
@@ -245,7 +292,7 @@ class Event:
             workflow_id=obj["workflow_id"],
             seq=obj["seq"],
             timestamp=obj["timestamp"],
-            frame=Frame.of(obj["type"], text),
+            frame=Frame.of(obj["type"], text, seq=obj["seq"]),
             fields={key: value for key, value in obj.items() if key not in ENVELOPE_FIELDS},
         )
 

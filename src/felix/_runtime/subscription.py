@@ -17,7 +17,7 @@ evicts on ``WouldBlock`` the same way).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Final, Protocol
 
 import attrs
@@ -35,7 +35,7 @@ BATCH_LIMIT: Final = 256
 
 
 class RawWriter(Protocol):
-    """Writes WebSocket frame bytes to a connection's socket without waiting."""
+    """Writes frame bytes (a WebSocket frame, an SSE chunk) to a socket without waiting."""
 
     def try_send(self, data: bytes) -> int:
         """Write what the socket takes now; return how many bytes that was."""
@@ -78,6 +78,10 @@ class Subscription:
     close_reason: str = ""
     #: Set by the web layer when frames may be written straight to the socket.
     direct: RawWriter | None = None
+    #: The bytes of one frame on this connection's wire, for raw writes: None
+    #: for a WebSocket frame (:attr:`Frame.wire`); a Server-Sent Events
+    #: response sets its own (an event's chunk, built once per event too).
+    wire_of: Callable[[Frame], bytes] | None = None
     #: Frames waiting for the writer, oldest first: the first ``_replay_count``
     #: are the ``connected`` frame and the replay (not counted against the
     #: budget), the rest live frames. None while empty: an idle subscriber
@@ -167,7 +171,10 @@ class Subscription:
             # The hot path: nothing is waiting ahead of these frames, so they
             # go straight to the socket from the publisher's task, with no
             # task switch; only what the socket does not take now is queued.
-            if wire is not None and wanted is frames:
+            wire_of = self.wire_of
+            if wire_of is not None:
+                data = wire_of(wanted[0]) if len(wanted) == 1 else b"".join(map(wire_of, wanted))
+            elif wire is not None and wanted is frames:
                 data = wire
             elif len(wanted) == 1:
                 data = wanted[0].wire
@@ -293,6 +300,8 @@ class Subscription:
                 return data
             if batch := self._take_frames():
                 self._in_flight = True
+                if self.wire_of is not None:
+                    return b"".join(map(self.wire_of, batch))
                 return batch[0].wire if len(batch) == 1 else b"".join(f.wire for f in batch)
             if self._closing or self._detached:
                 return None

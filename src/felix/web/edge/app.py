@@ -13,7 +13,7 @@ For each scope, in this order (:meth:`Edge.admit`):
 7. the workflow id in the path (:func:`~felix.web.edge.params.check_workflow_id`).
 
 Then the route is served: by one of the edge's plain ASGI handlers (publish,
-the WebSocket routes), or by Quart with the body already read by the one
+the WebSocket and Server-Sent Events routes), or by Quart with the body already read by the one
 bounded reader (:mod:`felix.web.edge.body`). Every refusal and every
 unexpected exception is answered by the one renderer (:mod:`felix.web.edge.errors`).
 """
@@ -43,7 +43,16 @@ from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
-from felix.web.edge.routes import UNKNOWN, Match, RateClass, Route, ServedBy, match
+from felix.web.edge.routes import (
+    SSE_PREFIX,
+    UNKNOWN,
+    Match,
+    RateClass,
+    Route,
+    ServedBy,
+    match,
+)
+from felix.web.edge.sse import serve_sse_system, serve_sse_workflow
 from felix.web.edge.tokens import TokenSigner
 from felix.web.edge.websocket import serve_system, serve_workflow
 
@@ -57,8 +66,8 @@ CREDENTIAL: Final = "felix.credential"
 _COUNTED: Final = {
     RateClass.PUBLISH: ("publishes from this address", "publishes with this key"),
     RateClass.HANDSHAKE: (
-        "WebSocket handshakes from this address",
-        "WebSocket handshakes with this credential",
+        "WebSocket handshakes and event streams from this address",
+        "WebSocket handshakes and event streams with this credential",
     ),
 }
 
@@ -66,6 +75,11 @@ WebSocketHandler = Callable[..., Awaitable[None]]
 _WEBSOCKET_HANDLERS: Final[dict[str, WebSocketHandler]] = {
     "subscribe_workflow": serve_workflow,
     "subscribe_system": serve_system,
+}
+#: The edge's streaming HTTP handlers (Server-Sent Events), by route name.
+_STREAM_HANDLERS: Final[dict[str, WebSocketHandler]] = {
+    "sse_workflow": serve_sse_workflow,
+    "sse_system": serve_sse_system,
 }
 
 
@@ -157,8 +171,13 @@ class Edge:
             admitted = self.admit(scope)
             route = admitted.route
             limit = getattr(self.settings, route.body_limit) if route.body_limit else 0
+            stream = _STREAM_HANDLERS.get(route.name)
+            if stream is not None:
+                # An event stream answers (and ends) by itself.
+                query = admitted.query.strict()
+                await stream(self.hub, scope, receive, send, query=query, params=admitted.params)
+                return
             if route.served_by is ServedBy.EDGE:
-                # Publish is the one plain HTTP route today; SSE routes will add theirs.
                 answer = await publish_events(
                     self.hub, scope, receive, params=admitted.params, limit=limit
                 )
@@ -168,6 +187,8 @@ class Edge:
                     await read_body(receive, scope.get("headers", []), limit), receive
                 )
         except Exception as error:
+            if isinstance(error, FelixError) and scope["path"].startswith(SSE_PREFIX):
+                self.hub.counters.refused(error.code)  # an event stream, as a handshake
             await send_error(send, error, where=where)
             return
         if route.served_by is ServedBy.EDGE:

@@ -70,7 +70,11 @@ def authenticate(
         presented = request.query.first("api_key")
     if presented is None and Credential.SESSION in route.opens:
         session = session_credential(
-            settings, method=request.method, headers=request.headers, websocket=request.websocket
+            settings,
+            method=request.method,
+            headers=request.headers,
+            websocket=request.websocket,
+            stream=route.stream,
         )
         if session is not None:
             return session

@@ -13,10 +13,9 @@ path) with
 
 Paths are written here and nowhere else: Quart's URL rules, the OpenAPI
 document and the edge's matching are all made from this table
-(``tests/web/test_edge.py`` checks that). Server-Sent Events routes
-(``/api/v1/sse/...``) and the producer stream (``WS /api/v1/ws/publish``) are
-added here as rows when they are built; the policy fields already say what
-they need (query credentials, tokens, origin checks).
+(``tests/web/test_edge.py`` checks that). The Server-Sent Events routes
+(``/api/v1/sse/...``) have the policy of their WebSocket twins: the same
+credentials (query ones included), rate class and origin check.
 """
 
 from __future__ import annotations
@@ -123,6 +122,11 @@ class Route:
         return self.method == WEBSOCKET
 
     @property
+    def stream(self) -> bool:
+        """Whether this is a Server-Sent Events route (a response that streams events)."""
+        return self.path.startswith(SSE_PREFIX)
+
+    @property
     def quart_rule(self) -> str:
         """The path in Werkzeug's rule syntax (``<param>``), for Quart's URL map."""
         return _PARAM.sub(lambda m: f"<{'path:' if m[2] else ''}{m[1]}>", self.path)
@@ -149,6 +153,9 @@ CONNECTIONS: Final = "/api/v1/connections"
 STATS: Final = "/api/v1/stats"
 WS_WORKFLOW: Final = "/api/v1/ws/workflows/{workflow_id}"
 WS_SYSTEM: Final = "/api/v1/ws/system/events"
+SSE_PREFIX: Final = "/api/v1/sse/"
+SSE_WORKFLOW: Final = SSE_PREFIX + "workflows/{workflow_id}"
+SSE_SYSTEM: Final = SSE_PREFIX + "system/events"
 HEALTHZ: Final = "/healthz"
 METRICS: Final = "/metrics"
 OPENAPI: Final = "/openapi.json"
@@ -196,6 +203,27 @@ ROUTES: Final[tuple[Route, ...]] = (
         "subscribe_system",
         WS_SYSTEM,
         WEBSOCKET,
+        _READ,
+        served_by=ServedBy.EDGE,
+        rate=RateClass.HANDSHAKE,
+        query_credentials=True,
+        checks_origin=True,
+    ),
+    # The WebSocket streams' twins for EventSource, under the same policy.
+    Route(
+        "sse_workflow",
+        SSE_WORKFLOW,
+        "GET",
+        Credential.API_KEY | Credential.TOKEN,
+        served_by=ServedBy.EDGE,
+        rate=RateClass.HANDSHAKE,
+        query_credentials=True,
+        checks_origin=True,
+    ),
+    Route(
+        "sse_system",
+        SSE_SYSTEM,
+        "GET",
         _READ,
         served_by=ServedBy.EDGE,
         rate=RateClass.HANDSHAKE,

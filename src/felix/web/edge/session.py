@@ -18,7 +18,8 @@ Which routes the cookie may open is the route table's to say
 - ``GET`` (and ``HEAD``) ``/api/v1/workflows`` and ``/api/v1/workflows/{id}``;
 - ``POST /api/v1/workflows/{id}/tokens`` (the page mints a subscribe token per
   connection);
-- the system stream ``WS /api/v1/ws/system/events`` (the list's live updates).
+- the system stream ``WS /api/v1/ws/system/events`` (the list's live updates),
+  and its Server-Sent Events twin ``GET /api/v1/sse/system/events``.
 
 How a request must look for the cookie to count there (the CSRF rules below)
 is decided here and only here, by :func:`session_credential`, which the one
@@ -29,7 +30,10 @@ Against cross-site request forgery, on REST the cookie counts only with the
 ``X-Felix-Dashboard: 1`` header (which a cross-origin page cannot send without
 a CORS preflight, and Felix answers none), on a ``POST`` also only with an
 ``Origin`` naming this server, and on the WebSocket (where browsers cannot add
-headers) only with such an ``Origin``. A ``Sec-Fetch-Site`` other than
+headers) only with such an ``Origin``; on a Server-Sent Events stream (where
+``EventSource`` cannot add headers either, and a same-origin ``GET`` has no
+``Origin``) only with ``Sec-Fetch-Site: same-origin`` or such an ``Origin``. A
+``Sec-Fetch-Site`` other than
 ``same-origin`` voids it everywhere. The cookie itself is ``HttpOnly``,
 ``SameSite=Strict`` and ``Path=/``, and ``Secure`` when the page is served over
 HTTPS. A request the cookie does not count for is judged as if it had no
@@ -169,13 +173,19 @@ def same_origin(headers: Headers) -> bool:
     return origin is not None and origin[0] in {"http", "https"} and names_host(origin, hosts[0])
 
 
-def _eligible(method: str, headers: list[tuple[str, str]], websocket: bool) -> bool:
+def _eligible(method: str, headers: list[tuple[str, str]], websocket: bool, stream: bool) -> bool:
     """Whether a cookie may count for this request at all (the CSRF checks)."""
     fetch_site = _header_values(headers, "sec-fetch-site")
     if fetch_site and fetch_site != ["same-origin"]:
         return False
     if websocket:
         return same_origin(headers)
+    if stream:
+        # EventSource cannot add a header, and a same-origin GET carries no
+        # Origin: a browser's own Sec-Fetch-Site, or an Origin naming this
+        # server, says the page is Felix's. The stream is read-only, and a
+        # cross-site page could not read it anyway (Felix answers no CORS).
+        return fetch_site == ["same-origin"] or same_origin(headers)
     if _header_values(headers, DASHBOARD_HEADER.lower()) != ["1"]:
         return False
     if method in {"GET", "HEAD"}:
@@ -189,6 +199,7 @@ def session_credential(
     method: str,
     headers: Headers,
     websocket: bool = False,
+    stream: bool = False,
     now: float | None = None,
 ) -> str | None:
     """A rate-limit name for the dashboard session this request carries, if it counts.
@@ -204,7 +215,7 @@ def session_credential(
         return None
     pairs = [(_text(name), _text(value)) for name, value in headers]
     value = cookie_value(pairs)
-    if value is None or not _eligible(method, pairs, websocket):
+    if value is None or not _eligible(method, pairs, websocket, stream):
         return None
     try:
         signer_for(settings).verify(value, now=time.time() if now is None else now)

@@ -27,7 +27,7 @@ Metrics:
 ``felix_slow_consumer_kicks_total``
     Connections closed with 4008 because their buffer overflowed.
 ``felix_handshakes_refused_total{reason}``
-    WebSocket handshakes refused, by the contract's error code.
+    WebSocket handshakes and event streams (SSE) refused, by the contract's error code.
 ``felix_publish_latency_seconds``
     Per publish (one observation per batch, not per subscriber): from the
     moment the publisher handed the command to the workflow's inbox to the
@@ -94,7 +94,7 @@ class HubCollector(Collector):
         )
         refused = CounterMetricFamily(
             "felix_handshakes_refused",
-            "WebSocket handshakes refused, by error code.",
+            "WebSocket handshakes and event streams refused, by error code.",
             labels=["reason"],
         )
         for reason, count in sorted(counters.handshakes_refused.items()):

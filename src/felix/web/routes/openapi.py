@@ -324,6 +324,74 @@ def _other_api_operations(settings: Settings) -> dict[str, Operation]:
     }
 
 
+def _stream_operations() -> dict[str, Operation]:
+    """The Server-Sent Events twins of the two WebSocket streams."""
+    stream = {
+        "description": (
+            "The stream: `retry:`, then `event: connected`, then each event as `id: <seq>`, "
+            "`event: <type>`, `data: <the WebSocket frame's JSON>`; `: ping` comments at "
+            "FELIX_PING_INTERVAL; it ends with `event: close` and `data: {code, reason}` "
+            "(1000 finished, 1001 shutdown, 4008 slow consumer)."
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    types = {
+        "name": "types",
+        "in": "query",
+        "required": False,
+        "description": "Comma-separated event types to receive (connected and close always come).",
+        "schema": {"type": "string"},
+    }
+    query_credentials = [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": description,
+            "schema": {"type": "string"},
+        }
+        for name, description in (
+            ("api_key", "The API key, for clients that cannot set a header (EventSource)."),
+            ("token", "A subscribe token for this workflow (POST .../tokens)."),
+        )
+    ]
+    last_event_id = {
+        "name": "Last-Event-ID",
+        "in": "header",
+        "required": False,
+        "description": "Resume after this seq (what EventSource sends); wins over after=.",
+        "schema": {"type": "integer", "minimum": 0},
+    }
+    refusals = {
+        "400": _error("Invalid query or Last-Event-ID."),
+        "403": _error("The browser's Origin is not allowed (FELIX_ALLOWED_ORIGINS)."),
+        "429": _error("Rate limited (FELIX_RATE_HANDSHAKE)."),
+        "503": _error("Over the connection limit, or shutting down."),
+    }
+    return {
+        "sse_workflow": {
+            "summary": "One workflow's events as Server-Sent Events (EventSource)",
+            "parameters": [
+                _int_query("after", "Replay retained events with seq > after first."),
+                types,
+                *query_credentials,
+                last_event_id,
+            ],
+            "responses": {
+                "200": stream,
+                "204": {"description": "Last-Event-ID is the end of a finished workflow."},
+                **refusals,
+                "404": _error("No such workflow, or not a valid workflow id."),
+            },
+        },
+        "sse_system": {
+            "summary": "Every workflow's events and broadcasts as Server-Sent Events",
+            "parameters": [types, query_credentials[0]],
+            "responses": {"200": stream, **refusals},
+        },
+    }
+
+
 def _html(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"text/html": {"schema": {"type": "string"}}}}
 
@@ -412,6 +480,7 @@ def _operations(settings: Settings) -> dict[str, Operation]:
         **_workflow_operations(),
         **_event_operations(settings),
         **_other_api_operations(settings),
+        **_stream_operations(),
         **_service_operations(),
         **_dashboard_operations(),
     }
@@ -562,7 +631,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "description": (
                 "Real-time event streams for multi-agent workflows. Producers use this REST "
                 "API; subscribers use the WebSockets at /api/v1/ws/workflows/{workflow_id} "
-                "and /api/v1/ws/system/events (not described here)."
+                "and /api/v1/ws/system/events (not described here), or their Server-Sent "
+                "Events twins under /api/v1/sse/ (described here)."
             ),
         },
         "security": [{"bearer": []}, {"apiKey": []}, {}],

@@ -69,6 +69,91 @@ function wsUrl(path, params = {}) {
 
 const workflowPath = (id) => `/api/v1/workflows/${encodeURIComponent(id)}`;
 
+// --- the stream's transport ----------------------------------------------------------
+
+/**
+ * How the page follows streams: "websocket", or "sse" once a WebSocket failed to open
+ * (a proxy that drops Upgrade, a network that blocks it). Server-Sent Events carry the
+ * very same frames, so nothing else changes; the page keeps SSE until it is reloaded.
+ */
+let transport = "websocket";
+/** The event names the page reads from an EventSource (it must name each one). */
+const SSE_EVENTS = [
+  "connected",
+  "workflow_created",
+  "workflow_status",
+  "agent_spawned",
+  "agent_output",
+  "synthesis",
+  "error",
+  "completed",
+  "close",
+];
+
+function sseUrl(path, params = {}) {
+  const url = new URL(path, location.href);
+  url.hash = "";
+  for (const [name, value] of Object.entries(params)) url.searchParams.set(name, String(value));
+  return url.href;
+}
+
+function parsed(text, onframe) {
+  let frame;
+  try {
+    frame = JSON.parse(text);
+  } catch {
+    return;
+  }
+  onframe(frame);
+}
+
+/**
+ * Open the stream at `path` (below /api/v1/ws/ or /api/v1/sse/): `onframe(frame)` for each
+ * frame, then `onend(code, reason)` once, when it ends for whatever reason. The caller
+ * reconnects (with its own after=); an EventSource is never left to reconnect by itself.
+ * Returns `{close()}`.
+ */
+function openStream(path, params, onframe, onend) {
+  if (transport === "websocket") {
+    let ws;
+    try {
+      ws = new WebSocket(wsUrl(`/api/v1/ws/${path}`, params));
+    } catch {
+      transport = "sse";
+      return openStream(path, params, onframe, onend);
+    }
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
+    ws.onmessage = (message) => parsed(message.data, onframe);
+    ws.onclose = (event) => {
+      if (!opened) transport = "sse"; // the next attempt uses Server-Sent Events
+      onend(event.code, event.reason);
+    };
+    return { close: () => ws.close(1000) };
+  }
+  const source = new EventSource(sseUrl(`/api/v1/sse/${path}`, params));
+  let ended = false;
+  const end = (code, reason) => {
+    if (ended) return;
+    ended = true;
+    source.close();
+    onend(code, reason);
+  };
+  for (const name of SSE_EVENTS) {
+    source.addEventListener(name, (event) => {
+      if (ended) return;
+      // A workflow's `error` event is a MessageEvent with data; the EventSource's
+      // own connection errors are plain Events without it.
+      if (!(event instanceof MessageEvent)) return end(1006, "connection lost");
+      if (name !== "close") return parsed(event.data, onframe);
+      parsed(event.data, (close) => end(close.code ?? 1006, close.reason ?? ""));
+    });
+  }
+  return { close: () => end(1000, "") };
+}
+
 /** Exponential backoff with "equal jitter": half the ceiling, plus up to half again at random. */
 class Backoff {
   constructor() {
@@ -165,6 +250,12 @@ function setConnection(state, text) {
   $("connection-text").textContent = text;
 }
 
+/** Live, and over which transport (the indicator's data-transport says it to tests too). */
+function setLive() {
+  setConnection("live", transport === "sse" ? "live (Server-Sent Events)" : "live");
+  $("connection").dataset.transport = transport;
+}
+
 const VIEWS = ["sign-in-view", "list-view", "workflow-view", "message-view"];
 
 function showView(id, title) {
@@ -240,8 +331,9 @@ function signedOut() {
 
 // --- the list of workflows -----------------------------------------------------------
 
-// What both views share: one WebSocket at a time, opened again with backoff
-// after a drop, until the view is left (stop) or has nothing more to follow.
+// What both views share: one stream at a time (a WebSocket, or Server-Sent Events where
+// WebSockets fail), opened again with backoff after a drop, until the view is left
+// (stop) or has nothing more to follow.
 class LiveView {
   constructor() {
     this.backoff = new Backoff();
@@ -351,32 +443,26 @@ class ListView extends LiveView {
     setConnection(this.backoff.attempt ? "reconnecting" : "connecting", "connecting");
     // The system stream carries every workflow's events: the list follows them
     // instead of polling. The session cookie opens it for a same-origin page.
-    const ws = new WebSocket(wsUrl("/api/v1/ws/system/events"));
-    this.ws = ws;
-    ws.onmessage = (message) => {
-      if (this.ws !== ws) return;
-      let frame;
-      try {
-        frame = JSON.parse(message.data);
-      } catch {
-        return;
-      }
-      if (frame.type === "connected") {
-        this.backoff.reset();
-        setConnection("live", "live");
-        this.reload(); // the stream has no replay: catch up with what happened meanwhile
-      } else if (frame.type === "workflow_created" && typeof frame.workflow_id === "string") {
-        this.fetchNew(frame.workflow_id); // shown before its first event
-      } else if (typeof frame.workflow_id === "string" && typeof frame.seq === "number") {
-        if (this.loading) this.queued.push(frame);
-        else this.apply(frame);
-      }
-    };
-    ws.onclose = () => {
+    const ws = openStream("system/events", {}, (frame) => this.frame(ws, frame), () => {
       if (this.ws !== ws || this.stopped) return;
       this.ws = null;
       this.retry();
-    };
+    });
+    this.ws = ws;
+  }
+
+  frame(ws, frame) {
+    if (this.ws !== ws) return;
+    if (frame.type === "connected") {
+      this.backoff.reset();
+      setLive();
+      this.reload(); // the stream has no replay: catch up with what happened meanwhile
+    } else if (frame.type === "workflow_created" && typeof frame.workflow_id === "string") {
+      this.fetchNew(frame.workflow_id); // shown before its first event
+    } else if (typeof frame.workflow_id === "string" && typeof frame.seq === "number") {
+      if (this.loading) this.queued.push(frame);
+      else this.apply(frame);
+    }
   }
 
   async retry() {
@@ -780,36 +866,34 @@ class WorkflowView extends LiveView {
       return this.failed(error);
     }
     if (this.stopped) return;
-    const ws = new WebSocket(
-      wsUrl(`/api/v1/ws/workflows/${encodeURIComponent(this.id)}`, { token, after: this.lastSeq }),
-    );
-    this.ws = ws;
-    ws.onmessage = (message) => {
+    const path = `workflows/${encodeURIComponent(this.id)}`;
+    const onframe = (frame) => {
       if (this.ws !== ws) return;
       try {
-        this.frame(JSON.parse(message.data));
+        this.frame(frame);
       } catch (error) {
         console.error("dashboard: could not show a frame", error);
       }
     };
-    ws.onclose = (event) => {
+    const ws = openStream(path, { token, after: this.lastSeq }, onframe, (code, reason) => {
       if (this.ws !== ws || this.stopped) return;
       this.ws = null;
       // 1000 is the server's "workflow completed/failed/cancelled": the end.
       // Anything else (1001 restart, 4008 slow consumer, 1006 network) is resumed.
-      if (event.code === 1000 && (TERMINAL.has(this.status) || event.reason.startsWith("workflow "))) {
+      if (code === 1000 && (TERMINAL.has(this.status) || reason.startsWith("workflow "))) {
         this.finished = true;
-        setConnection("finished", `finished: ${event.reason || this.status}`);
+        setConnection("finished", `finished: ${reason || this.status}`);
         return;
       }
       this.reconnectLater();
-    };
+    });
+    this.ws = ws;
   }
 
   frame(frame) {
     if (frame.type === "connected") {
       this.backoff.reset();
-      setConnection("live", "live");
+      setLive();
       this.liveFrom = frame.last_seq ?? 0;
       if (typeof frame.status === "string") this.status = frame.status;
       this.gap = frame.recovered === false;
