@@ -175,6 +175,10 @@ class Settings:
     broker_feed_length: int = attrs.field(default=100_000, validator=_positive)
     #: Seconds a node keeps its copy of a workflow nobody on it watches (Redis broker).
     broker_idle_seconds: float = attrs.field(default=60.0, validator=_positive)
+    #: Idempotency keys each workflow remembers (the most recent applied).
+    idempotency_keys: int = attrs.field(default=10_000, validator=_positive)
+    #: Publishes one producer-stream connection may have in flight.
+    producer_window: int = attrs.field(default=1024, validator=_positive)
 
     @property
     def dev_mode(self) -> bool:
@@ -423,5 +427,17 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_BROKER_IDLE_SECONDS",
         "number",
         "Seconds a node keeps its local copy of a workflow that nobody on it watches.",
+    ),
+    "idempotency_keys": (
+        "FELIX_IDEMPOTENCY_KEYS",
+        "integer",
+        "Idempotency keys each workflow remembers, the most recently applied; a repeat of an "
+        "older key is applied again. Kept as long as the workflow, its retention included.",
+    ),
+    "producer_window": (
+        "FELIX_PRODUCER_WINDOW",
+        "integer",
+        "Publishes one producer-stream connection may have in flight (read, not yet "
+        "answered); the server stops reading the connection beyond it.",
     ),
 }

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from felix._core.events import TERMINAL_STATUSES, Event, format_timestamp
+from felix._core.idempotency import KeyTable
 from felix._errors import EventTooLarge, InvalidEvent, WorkflowConflict
 
 __all__ = ["Replay", "WorkflowState"]
@@ -55,6 +56,8 @@ class WorkflowState:
     result: Any = None
     error: dict[str, Any] | None = None
     history: deque[Event] = attrs.field(init=False)
+    #: The idempotency keys of the publishes applied (see :mod:`felix._core.idempotency`).
+    keys: KeyTable = attrs.Factory(KeyTable)
 
     def __attrs_post_init__(self) -> None:
         # The ring drops the oldest event when full: bounded memory, and a

@@ -35,12 +35,12 @@ from felix.web.edge.body import read_body
 from felix.web.edge.errors import (
     MethodNotAllowed,
     RouteNotFound,
-    json_answer,
     send_answer,
     send_error,
 )
 from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
+from felix.web.edge.producer import serve_publish
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
 from felix.web.edge.routes import UNKNOWN, Match, RateClass, Route, ServedBy, match
@@ -66,6 +66,7 @@ WebSocketHandler = Callable[..., Awaitable[None]]
 _WEBSOCKET_HANDLERS: Final[dict[str, WebSocketHandler]] = {
     "subscribe_workflow": serve_workflow,
     "subscribe_system": serve_system,
+    "publish_stream": serve_publish,
 }
 
 
@@ -171,7 +172,7 @@ class Edge:
         except Exception as error:
             await send_error(send, error, where=f"{scope['method']} {scope['path']}")
             return
-        await send_answer(send, json_answer(202, answer))
+        await send_answer(send, answer)
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()

@@ -14,9 +14,8 @@ path) with
 Paths are written here and nowhere else: Quart's URL rules, the OpenAPI
 document and the edge's matching are all made from this table
 (``tests/web/test_edge.py`` checks that). Server-Sent Events routes
-(``/api/v1/sse/...``) and the producer stream (``WS /api/v1/ws/publish``) are
-added here as rows when they are built; the policy fields already say what
-they need (query credentials, tokens, origin checks).
+(``/api/v1/sse/...``) are added here as rows when they are built; the policy
+fields already say what they need (query credentials, tokens, origin checks).
 """
 
 from __future__ import annotations
@@ -149,6 +148,7 @@ CONNECTIONS: Final = "/api/v1/connections"
 STATS: Final = "/api/v1/stats"
 WS_WORKFLOW: Final = "/api/v1/ws/workflows/{workflow_id}"
 WS_SYSTEM: Final = "/api/v1/ws/system/events"
+WS_PUBLISH: Final = "/api/v1/ws/publish"
 HEALTHZ: Final = "/healthz"
 METRICS: Final = "/metrics"
 OPENAPI: Final = "/openapi.json"
@@ -199,6 +199,19 @@ ROUTES: Final[tuple[Route, ...]] = (
         _READ,
         served_by=ServedBy.EDGE,
         rate=RateClass.HANDSHAKE,
+        query_credentials=True,
+        checks_origin=True,
+    ),
+    # The producer stream: the API key only (never a token or a session);
+    # each frame is a publish, bounded by the body limit.
+    Route(
+        "publish_stream",
+        WS_PUBLISH,
+        WEBSOCKET,
+        _KEY,
+        served_by=ServedBy.EDGE,
+        rate=RateClass.HANDSHAKE,
+        body_limit=_BODY,
         query_credentials=True,
         checks_origin=True,
     ),

@@ -1,0 +1,236 @@
+"""The producer stream: ``WS /api/v1/ws/publish``, many publishes over one connection.
+
+Each client text frame is one publish, ``{"ref", "workflow_id", "events": [...]}``
+(or ``"event": {...}``), optionally with an ``idempotency_key``; each is
+answered, in the order sent, with an ``ack`` or a ``nack`` (the REST error
+code and message). The publish itself is the REST one: the same parser
+(:func:`~felix._core.events.decode_json`), the same :meth:`Hub.submit` and so
+the same validation, limits and idempotency.
+
+The connection opens with a ``connected`` frame (``workflow_id: null``,
+``connection_id``, and ``window``: how many frames may be unanswered).
+
+Two tasks per connection, a window between them:
+
+- the reader takes a frame, parses it and *queues* its publish on the
+  workflow's actor (:meth:`Hub.submit` returns once it is in the inbox), then
+  puts it in the window; it never waits for a publish to be applied, so frames
+  are pipelined, and since it queues them one after the other, the frames of
+  one workflow are applied in the order sent;
+- the writer takes the window's entries in order, waits for each answer and
+  sends it.
+
+The window is a memory channel of ``FELIX_PRODUCER_WINDOW`` entries: when it
+is full the reader stops reading and TCP pushes back on the producer. A full
+inbox makes the reader wait up to ``FELIX_PUBLISH_TIMEOUT`` (as a REST publish
+does), then the frame is refused with ``inbox_full`` and ``retry_after``.
+
+A frame refused with a retryable error (a 503: ``inbox_full``,
+``broker_unavailable``, ``shutting_down``) *fences* its workflow for its
+``retry_after`` seconds: the frames for that workflow read meanwhile are refused
+with the same error instead of being applied out of order behind the refused
+one. The producer resends from the first refused frame (with the same
+idempotency keys, any frame that did get applied is answered, not applied
+again).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import attrs
+import trio
+
+from felix._core.events import decode_json, encode, format_timestamp
+from felix._errors import FelixError, InvalidEvent
+from felix._runtime.hub import Hub, PendingPublish, check_workflow_id
+from felix.web._asgi import Receive, Scope, Send
+from felix.web.edge.publish import answer_of
+
+__all__ = ["CLOSE_TOO_LARGE", "serve_publish"]
+
+logger = logging.getLogger("felix.producer")
+
+#: Close code for a frame over the body limit (RFC 6455 "message too big").
+CLOSE_TOO_LARGE: Final = 1009
+#: The error code of a frame that is not a JSON object (its ``ref`` is unknown).
+NOT_AN_OBJECT: Final = "invalid_event"
+
+
+class NotAnObject(InvalidEvent):
+    """A producer-stream frame that is not a JSON object (nack with ``ref: null``)."""
+
+    code = NOT_AN_OBJECT
+
+
+@attrs.frozen
+class _InFlight:
+    """One frame in the window: refused already, or a publish queued on an actor."""
+
+    ref: Any
+    workflow_id: str | None
+    pending: PendingPublish | None = None
+    error: FelixError | None = None
+
+
+@attrs.define
+class _Fences:
+    """Workflows whose frames are refused for now, after a retryable refusal."""
+
+    _until: dict[str, tuple[float, FelixError, Any]] = attrs.field(factory=dict)
+
+    def refuse(self, workflow_id: str | None, ref: Any, error: FelixError) -> None:
+        if workflow_id is None or error.http_status != 503:
+            return
+        retry_after = getattr(error, "retry_after", None) or 1
+        self._until[workflow_id] = (trio.current_time() + retry_after, error, ref)
+
+    def check(self, workflow_id: str) -> None:
+        fence = self._until.get(workflow_id)
+        if fence is None:
+            return
+        until, error, ref = fence
+        if trio.current_time() >= until:
+            del self._until[workflow_id]
+            return
+        refusal = type(error)(
+            f"an earlier frame for workflow {workflow_id} (ref {encode(ref)}) was refused "
+            f"({error.message}); resend from that frame"
+        )
+        refusal.retry_after = max(1, math.ceil(until - trio.current_time()))  # type: ignore[attr-defined]
+        raise refusal
+
+
+async def serve_publish(
+    hub: Hub,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    query: Mapping[str, str],
+    params: Mapping[str, str],
+) -> None:
+    """Serve ``WS /api/v1/ws/publish`` until the producer leaves.
+
+    Owns a reader and a writer task for the connection; leaving cancels both.
+    Publishes already queued on actors are applied whether or not their
+    answer could be sent. Never raises once accepted: a frame over
+    ``FELIX_MAX_BODY_BYTES`` closes with 1009, a failure with 1011.
+    """
+    await send({"type": "websocket.accept"})
+    # First on every connection, as the contract says: here it also tells the
+    # producer how many frames it may have unanswered before reads stop.
+    connected = {
+        "type": "connected",
+        "workflow_id": None,
+        "timestamp": format_timestamp(datetime.now(UTC)),
+        "connection_id": f"prod_{secrets.token_hex(6)}",
+        "window": hub.settings.producer_window,
+    }
+    await send({"type": "websocket.send", "text": encode(connected)})
+    put, take = trio.open_memory_channel[_InFlight](hub.settings.producer_window)
+    fences = _Fences()
+    close: tuple[int, str] | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_write, take, send, fences)
+            close = await _read(hub, receive, put, fences)
+            nursery.cancel_scope.cancel()
+    except Exception:
+        logger.exception("producer stream failed")
+        close = (1011, "internal error")
+    if close is not None:
+        await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+
+
+async def _read(
+    hub: Hub, receive: Receive, put: trio.MemorySendChannel[_InFlight], fences: _Fences
+) -> tuple[int, str] | None:
+    """Read frames and queue their publishes in order; returns the close to send, if any."""
+    limit = hub.settings.max_body_bytes
+    async with put:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            if message["type"] != "websocket.receive":
+                continue
+            text = message.get("text")
+            if text is None:
+                error = NotAnObject("binary frames are not understood; send JSON text")
+                await put.send(_InFlight(None, None, error=error))
+                continue
+            if len(text) > limit // 4 and len(text.encode()) > limit:
+                return CLOSE_TOO_LARGE, f"frame over {limit} bytes, the limit"
+            await put.send(await _submit(hub, text, fences))
+
+
+async def _submit(hub: Hub, text: str, fences: _Fences) -> _InFlight:
+    """Parse one frame and queue its publish; a refusal becomes the window's entry."""
+    ref: Any = None
+    workflow_id: str | None = None
+    try:
+        frame = decode_json(text)
+        if not isinstance(frame, dict):
+            raise NotAnObject("a frame is one JSON object: {ref, workflow_id, events}")
+        ref = frame.get("ref")
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, str | int | float)):
+            ref = None
+            raise InvalidEvent("field 'ref' must be a string or a number")
+        workflow_id = check_workflow_id(frame.get("workflow_id"))
+        events = _events_of(frame)
+        fences.check(workflow_id)
+        pending = await hub.submit(
+            workflow_id, events, idempotency_key=frame.get("idempotency_key")
+        )
+    except FelixError as error:
+        fences.refuse(workflow_id, ref, error)
+        return _InFlight(ref, workflow_id, error=error)
+    return _InFlight(ref, workflow_id, pending=pending)
+
+
+def _events_of(frame: dict[str, Any]) -> list[Any]:
+    if ("events" in frame) == ("event" in frame):
+        raise InvalidEvent('a frame has "events" (a list) or "event" (one object), one of them')
+    if "event" in frame:
+        return [frame["event"]]
+    events = frame["events"]
+    if not isinstance(events, list):
+        raise InvalidEvent("field 'events' must be a JSON array of events")
+    if not events:
+        raise InvalidEvent("the batch is empty; send at least one event")
+    return events
+
+
+async def _write(take: trio.MemoryReceiveChannel[_InFlight], send: Send, fences: _Fences) -> None:
+    """Answer the window's entries in order, each once its publish is answered."""
+    async with take:
+        async for entry in take:
+            reply = await _reply(entry, fences)
+            await send({"type": "websocket.send", "text": encode(reply)})
+
+
+async def _reply(entry: _InFlight, fences: _Fences) -> dict[str, Any]:
+    error = entry.error
+    if entry.pending is not None:
+        try:
+            result = await entry.pending.result()
+        except FelixError as refusal:
+            error = refusal
+            fences.refuse(entry.workflow_id, entry.ref, refusal)
+        else:
+            ack = {"type": "ack", "ref": entry.ref, **answer_of(result)}
+            if result.replayed is not None:
+                ack["idempotent_replayed"] = True
+            return ack
+    assert error is not None
+    nack: dict[str, Any] = {"type": "nack", "ref": entry.ref, **error.to_json()}
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        nack["retry_after"] = retry_after
+    return nack
