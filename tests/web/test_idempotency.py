@@ -74,7 +74,7 @@ async def test_the_same_key_with_another_body_is_422(client: httpx.AsyncClient) 
 async def test_malformed_keys_are_422(client: httpx.AsyncClient) -> None:
     workflow_id = await create_workflow(client)
     for key in ["", "x" * 129, "has space", "a/b", "ключ"]:
-        headers = [("Idempotency-Key", key.encode())]
+        headers = [(b"Idempotency-Key", key.encode())]
         response = await client.post(
             f"/api/v1/workflows/{workflow_id}/events", json=EVENT, headers=headers
         )

@@ -175,7 +175,10 @@ async def _submit(hub: Hub, text: str, fences: _Fences) -> _InFlight:
     ref: Any = None
     workflow_id: str | None = None
     try:
-        frame = decode_json(text)
+        try:
+            frame = decode_json(text)
+        except InvalidEvent as error:
+            raise NotAnObject(error.message) from None
         if not isinstance(frame, dict):
             raise NotAnObject("a frame is one JSON object: {ref, workflow_id, events}")
         ref = frame.get("ref")
