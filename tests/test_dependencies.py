@@ -60,3 +60,4 @@ def test_every_imported_package_is_declared() -> None:
         if not distributions & declared:
             missing.append(f"{module} (imported by {where}; from {sorted(distributions)})")
     assert missing == [], "imported but not in [project] dependencies: " + ", ".join(missing)
+
