@@ -143,3 +143,17 @@ async def test_only_the_most_recent_keys_are_kept(start_server: StartServer) -> 
         forgotten = await post(client, workflow_id, EVENT, "a")
         assert "idempotent-replayed" not in forgotten.headers  # beyond the bound: applied again
         assert forgotten.json()["first_seq"] == 4
+
+
+async def test_openapi_describes_the_key_and_the_producer_stream(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    publish = document["paths"]["/api/v1/workflows/{workflow_id}/events"]["post"]
+    assert {"name": "Idempotency-Key", "in": "header"}.items() <= publish["parameters"][0].items()
+    assert "idempotent-replayed" in publish["responses"]["202"]["headers"]
+    stream = document["x-websockets"]["/api/v1/ws/publish"]
+    assert stream["operationId"] == "publishStream"
+    assert set(document["x-websockets"]) == {
+        "/api/v1/ws/workflows/{workflow_id}",
+        "/api/v1/ws/system/events",
+        "/api/v1/ws/publish",
+    }

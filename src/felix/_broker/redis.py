@@ -7,6 +7,10 @@ Keys (``felix:`` prefix):
 - ``felix:wf:<id>:agents`` — a hash of agent id to the agent's JSON.
 - ``felix:wf:<id>:events`` — a stream of the retained events, entry id
   ``<seq>-0``, trimmed to the history size: the history ``after=`` replays.
+- ``felix:wf:<id>:keys`` and ``felix:wf:<id>:keyorder`` — the idempotency keys
+  the workflow applied: key to answer (body digest, accepted, first and last
+  seq), and the keys by the seq they ended at, trimmed to the most recent
+  ``idempotency_keys`` by the commit that adds one.
 - ``felix:workflows`` — a sorted set of ids in creation order, for listing.
 - ``felix:feed`` — a stream every node tails: one entry per committed batch,
   per broadcast and per created workflow, trimmed to ``broker_feed_length``.
@@ -14,8 +18,11 @@ Keys (``felix:`` prefix):
 Every write is one Lua script, so Redis applies it whole: a commit checks that
 the workflow is still at the ``last_seq`` the node built its events on
 (optimistic concurrency — ``seq`` is then global and gap-free whichever node
-publishes), appends the events to the workflow's stream and the feed, stores
-the new state, and starts the retention TTL of a finished workflow. The state
+publishes), answers a repeated idempotency key from the key table instead
+(before the ``last_seq`` check, so a retry on a stale node is answered too),
+appends the events to the workflow's stream and the feed, stores the new state
+and the key, and starts the retention TTL of a finished workflow (its keys
+included). The state
 machine itself stays in Python (:mod:`felix._core.workflow`); Redis only
 refuses a commit built on a stale ``last_seq``.
 
