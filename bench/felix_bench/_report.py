@@ -35,7 +35,7 @@ class MetricSummary:
     @property
     def meets(self) -> bool | None:
         """Whether the target holds (None when the metric has no target)."""
-        return self.metric.meets(self.ratio)
+        return self.metric.meets(self.felix if self.metric.absolute else self.ratio)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form (NaN becomes null)."""
@@ -70,6 +70,8 @@ class ScenarioSummary:
 
     def correctness_text(self, server: str) -> str:
         """``ok`` or the first failure of ``server``'s runs."""
+        if server not in self.scenario.servers:
+            return "not run"
         for run in self.runs:
             if run.server != server:
                 continue
@@ -102,7 +104,7 @@ def summarize(scenario: Scenario, plan: str, runs: Sequence[RunResult]) -> Scena
             )
         )
     summary = ScenarioSummary(scenario=scenario, plan=plan, metrics=metrics, runs=list(runs))
-    for server in SERVERS:
+    for server in scenario.servers:
         mine = [run for run in runs if run.server == server]
         summary.correctness[server] = bool(mine) and all(run.ok for run in mine)
     return summary

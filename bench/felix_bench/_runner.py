@@ -274,7 +274,8 @@ def run_bench(options: Options) -> int:
             plan = scenario.plan(options.quick)
             say(f"\n{scenario.title}: {plan.describe()}")
             for round_number in range(1, rounds + 1):
-                order: Sequence[str] = SERVERS if round_number % 2 else SERVERS[::-1]
+                servers = [server for server in SERVERS if server in scenario.servers]
+                order: Sequence[str] = servers if round_number % 2 else servers[::-1]
                 for server in order:
                     run = run_once(ctx, scenario, plan, server, round_number)
                     results[scenario.name].append(run)

@@ -53,6 +53,9 @@ class Metric:
     higher_is_better: bool
     target: float | None = None
     digits: int = 0
+    #: The target bounds Felix's own value (a ratio measured within one run,
+    #: like the producer stream against POST), not the felix/seed ratio.
+    absolute: bool = False
 
     def target_text(self) -> str:
         """The target as the table shows it, e.g. ``>= 2.0x``."""
@@ -93,11 +96,21 @@ class Plan:
     connect_concurrency: int = 32
     warmup: int = 0
     settle_s: float = 2.0
+    #: ``post``: one POST per publish; ``both``: POSTs for ``duration_s``, then
+    #: the producer stream (WS /api/v1/ws/publish) for as long again.
+    publisher: str = "post"
+    #: With the producer stream: frames the publisher keeps unanswered.
+    stream_in_flight: int = 512
 
     def describe(self) -> str:
         """A one-line summary for the report."""
         parts = [f"{self.workflows} workflow(s) x {self.subscribers} subscriber(s)"]
-        if self.mode == "max":
+        if self.publisher == "both":
+            parts.append(
+                f"one POST per event for {self.duration_s:g} s, then the producer stream for "
+                f"{self.duration_s:g} s ({self.stream_in_flight} frames in flight)"
+            )
+        elif self.mode == "max":
             parts.append(f"as fast as possible for {self.duration_s:g} s")
             parts.append(f"{self.batch} event(s)/publish, window {self.window} events")
         elif self.mode == "rate":
@@ -121,6 +134,8 @@ class Scenario:
     metrics: tuple[Metric, ...]
     full: Plan
     quick: Plan
+    #: The servers it runs against: both, or Felix alone for what only Felix has.
+    servers: tuple[str, ...] = ("felix", "seed")
 
     def plan(self, quick: bool) -> Plan:
         """The plan of the chosen profile."""
@@ -257,6 +272,18 @@ _FANOUT_BATCH = replace(_FANOUT, batch=10, window=200)
 _MANY = Plan(workflows=100, subscribers=5, mode="max", duration_s=5.0, window=20)
 _LATENCY = Plan(workflows=1, subscribers=100, mode="rate", rate=200.0, streams=4, duration_s=10.0)
 _IDLE = Plan(workflows=30, subscribers=100, mode="count", count=3, idle=True, warmup=20)
+#: The canary (the only subscriber) is one event per frame behind at most the window.
+_PRODUCER = Plan(
+    workflows=1, subscribers=1, mode="max", duration_s=5.0, window=4000, publisher="both"
+)
+_STREAM_EVENTS = Metric(
+    "stream_events_per_s", "producer stream: events/s", "1/s", higher_is_better=True
+)
+_POST_EVENTS = Metric("post_events_per_s", "one POST per event: events/s", "1/s", True)
+_STREAM_VS_POST = Metric(
+    "stream_vs_post", "stream / POST", "x", higher_is_better=True, target=3.0, digits=2,
+    absolute=True,
+)  # fmt: skip
 _STORM = Plan(
     workflows=1,
     subscribers=5,
@@ -354,6 +381,18 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             ),
             full=_STORM,
             quick=replace(_STORM, duration_s=2.0),
+        ),
+        Scenario(
+            name="producer-stream",
+            title="producer stream vs POST, 1 x 1",
+            summary=(
+                "one workflow, one subscriber: events/s published one POST per event (one "
+                "request in flight), then over the producer stream (frames pipelined); Felix only"
+            ),
+            metrics=(_STREAM_VS_POST, _STREAM_EVENTS, _POST_EVENTS, _US_PER_DELIVERY),
+            full=_PRODUCER,
+            quick=replace(_PRODUCER, duration_s=2.0),
+            servers=("felix",),
         ),
     )
 }
@@ -515,6 +554,8 @@ def _run(
             "pad": EVENT_PAD,
             "deflate": ctx.deflate,
             "progress": progress,
+            "publisher": plan.publisher,
+            "stream_in_flight": plan.stream_in_flight,
             "latency_file": str(pub_latency),
             "max_ms": 300_000,
         },
@@ -602,6 +643,14 @@ def _run(
         metrics["publish_lag_max_ms"] = float(published["max_lag_ms"])
     result.info["post_ms"] = published["post_ms"]
     result.info["events_published"] = sum(counts.values())
+    phases = published.get("phases") or {}
+    if "post" in phases and "stream" in phases:
+        post = phases["post"]["events"] / max(1e-3, phases["post"]["ms"] / 1000)
+        stream = phases["stream"]["events"] / max(1e-3, phases["stream"]["ms"] / 1000)
+        metrics["post_events_per_s"] = post
+        metrics["stream_events_per_s"] = stream
+        metrics["stream_vs_post"] = stream / post if post else math.nan
+        result.info["phases"] = phases
     last_receive = max(
         (float(d["last_recv"]) for d in dones if d["last_recv"] is not None), default=0
     )
