@@ -249,3 +249,17 @@ async def test_only_the_api_key_opens_the_stream(start_server: StartServer) -> N
         assert refused.value.status_code == 401, query
     async with open_producer(server, f"api_key={KEY}") as ws:
         await start(ws)
+
+
+async def test_shutdown_answers_what_was_read_then_closes_1001(server: Server) -> None:
+    async with server.client() as http:
+        workflow_id = await create_workflow(http)
+    async with open_producer(server) as ws:
+        await start(ws)
+        await send(ws, ref=1, workflow_id=workflow_id, event=EVENT)
+        assert (await receive_json(ws))["type"] == "ack"
+        await server.hub.shutdown(grace=0)
+        with pytest.raises(ConnectionClosed) as closed:
+            await receive_json(ws)
+    assert closed.value.reason is not None
+    assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")

@@ -153,6 +153,8 @@ class Hub:
     _system: set[Subscription] = attrs.field(factory=set, init=False)
     _accepting: bool = attrs.field(default=True, init=False)
     _connections_gone: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Set when :meth:`shutdown` begins (producer streams stop reading then).
+    _stopping: trio.Event = attrs.field(factory=trio.Event, init=False)
     #: (workflow id, idempotency key) of the keyed publishes queued, not yet answered.
     _claims: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     #: Totals for operators, read by the web layer's metrics collector.
@@ -672,6 +674,10 @@ class Hub:
         """False once :meth:`shutdown` has begun."""
         return self._accepting
 
+    async def wait_shutting_down(self) -> None:
+        """Return once :meth:`shutdown` has begun (at once if it has)."""
+        await self._stopping.wait()
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuse new work, let every connection drain, close them with 1001.
 
@@ -680,6 +686,7 @@ class Hub:
         ``settings.shutdown_grace``) are closed at once. Idempotent.
         """
         self._accepting = False
+        self._stopping.set()
         for subscription in self._connections.values():
             subscription.finish(CLOSE_GOING_AWAY, "server shutting down")
         if not self._connections:

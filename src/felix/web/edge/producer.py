@@ -58,6 +58,8 @@ logger = logging.getLogger("felix.producer")
 
 #: Close code for a frame over the body limit (RFC 6455 "message too big").
 CLOSE_TOO_LARGE: Final = 1009
+#: Close code at shutdown, once every frame read has been answered.
+CLOSE_GOING_AWAY: Final = 1001
 #: The error code of a frame that is not a JSON object (its ``ref`` is unknown).
 NOT_AN_OBJECT: Final = "invalid_event"
 
@@ -120,7 +122,9 @@ async def serve_publish(
     Owns a reader and a writer task for the connection; leaving cancels both.
     Publishes already queued on actors are applied whether or not their
     answer could be sent. Never raises once accepted: a frame over
-    ``FELIX_MAX_BODY_BYTES`` closes with 1009, a failure with 1011.
+    ``FELIX_MAX_BODY_BYTES`` closes with 1009, a failure with 1011; when the
+    hub shuts down it stops reading, answers the frames it read, and closes
+    with 1001.
     """
     await send({"type": "websocket.accept"})
     # First on every connection, as the contract says: here it also tells the
@@ -139,13 +143,25 @@ async def serve_publish(
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_write, take, send, fences)
-            close = await _read(hub, receive, put, fences)
-            nursery.cancel_scope.cancel()
+            with trio.CancelScope() as reading:
+                nursery.start_soon(_stop_reading_at_shutdown, hub, reading)
+                close = await _read(hub, receive, put, fences)
+            if reading.cancelled_caught:
+                # Shutdown: read no more frames, answer those read (the writer
+                # ends once the window is empty), then say goodbye.
+                close = CLOSE_GOING_AWAY, "server shutting down"
+            else:
+                nursery.cancel_scope.cancel()  # the producer left, or broke a limit
     except Exception:
         logger.exception("producer stream failed")
         close = (1011, "internal error")
     if close is not None:
         await send({"type": "websocket.close", "code": close[0], "reason": close[1]})
+
+
+async def _stop_reading_at_shutdown(hub: Hub, reading: trio.CancelScope) -> None:
+    await hub.wait_shutting_down()
+    reading.cancel()
 
 
 async def _read(
