@@ -198,9 +198,10 @@ async def test_a_fence_lasts_retry_after_seconds(autojump_clock: trio.testing.Mo
     fences.refuse("wf", 2, felix.InboxFull("busy"))
     fences.refuse("wf2", 3, felix.InvalidEvent("not retryable: no fence"))
     fences.check("wf2")
-    with pytest.raises(felix.InboxFull) as refused:
+    with pytest.raises(felix.FelixError) as refused:
         fences.check("wf")
-    assert refused.value.retry_after == 1
+    assert refused.value.to_json()["error"] == "inbox_full"
+    assert refused.value.retry_after == 1  # type: ignore[attr-defined]
     await trio.sleep(1)
     fences.check("wf")
 
@@ -263,3 +264,19 @@ async def test_shutdown_answers_what_was_read_then_closes_1001(server: Server) -
             await receive_json(ws)
     assert closed.value.reason is not None
     assert (closed.value.reason.code, closed.value.reason.reason) == (1001, "server shutting down")
+
+
+async def test_each_frame_counts_against_the_publish_rate_limit(
+    start_server: StartServer,
+) -> None:
+    server = await start_server(rate_publish=0.001, rate_publish_burst=2)
+    async with server.client() as http:
+        workflow_id = await create_workflow(http)
+    async with open_producer(server) as ws:
+        await start(ws)
+        for n in range(4):
+            await send(ws, ref=n, workflow_id=workflow_id, event=output(n))
+        answers = [await receive_json(ws) for _ in range(4)]
+    assert [answer["type"] for answer in answers] == ["ack", "ack", "nack", "nack"]
+    assert {answer["error"] for answer in answers[2:]} == {"rate_limited"}
+    assert all(answer["retry_after"] >= 1 for answer in answers[2:])

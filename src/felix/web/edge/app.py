@@ -40,7 +40,7 @@ from felix.web.edge.errors import (
 )
 from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
-from felix.web.edge.producer import serve_publish
+from felix.web.edge.producer import PUBLISH_LIMIT, serve_publish
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
 from felix.web.edge.routes import UNKNOWN, Match, RateClass, Route, ServedBy, match
@@ -181,6 +181,11 @@ class Edge:
         try:
             admitted = self.admit(scope)
             handler = _WEBSOCKET_HANDLERS[admitted.route.name]
+            if admitted.route.name == "publish_stream":
+                # Each frame is a publish: it counts as one, per key (per address without).
+                client = scope.get("client")
+                bucket = admitted.credential or f"a:{client[0] if client else 'unknown'}"
+                scope[PUBLISH_LIMIT] = (self.limits[RateClass.PUBLISH], bucket)
             await handler(
                 self.hub,
                 scope,

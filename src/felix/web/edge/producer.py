@@ -25,8 +25,11 @@ is full the reader stops reading and TCP pushes back on the producer. A full
 inbox makes the reader wait up to ``FELIX_PUBLISH_TIMEOUT`` (as a REST publish
 does), then the frame is refused with ``inbox_full`` and ``retry_after``.
 
-A frame refused with a retryable error (a 503: ``inbox_full``,
-``broker_unavailable``, ``shutting_down``) *fences* its workflow for its
+Each frame counts as a publish against ``FELIX_RATE_PUBLISH`` (per key; per
+address without one), refused with a ``rate_limited`` nack.
+
+A frame refused with a retryable error (a 429 or a 503: ``rate_limited``,
+``inbox_full``, ``broker_unavailable``, ``shutting_down``) *fences* its workflow for its
 ``retry_after`` seconds: the frames for that workflow read meanwhile are refused
 with the same error instead of being applied out of order behind the refused
 one. The producer resends from the first refused frame (with the same
@@ -51,8 +54,9 @@ from felix._errors import FelixError, InvalidEvent
 from felix._runtime.hub import Hub, PendingPublish, check_workflow_id
 from felix.web._asgi import Receive, Scope, Send
 from felix.web.edge.publish import answer_of
+from felix.web.edge.ratelimit import RateLimiter
 
-__all__ = ["CLOSE_TOO_LARGE", "serve_publish"]
+__all__ = ["CLOSE_TOO_LARGE", "PUBLISH_LIMIT", "serve_publish"]
 
 logger = logging.getLogger("felix.producer")
 
@@ -60,6 +64,9 @@ logger = logging.getLogger("felix.producer")
 CLOSE_TOO_LARGE: Final = 1009
 #: Close code at shutdown, once every frame read has been answered.
 CLOSE_GOING_AWAY: Final = 1001
+#: The scope key under which the edge leaves ``FELIX_RATE_PUBLISH``'s limiter and
+#: the name of the connection's bucket in it: every frame is a publish, and counts.
+PUBLISH_LIMIT: Final = "felix.publish_limit"
 #: The error code of a frame that is not a JSON object (its ``ref`` is unknown).
 NOT_AN_OBJECT: Final = "invalid_event"
 
@@ -87,7 +94,7 @@ class _Fences:
     _until: dict[str, tuple[float, FelixError, Any]] = attrs.field(factory=dict)
 
     def refuse(self, workflow_id: str | None, ref: Any, error: FelixError) -> None:
-        if workflow_id is None or error.http_status != 503:
+        if workflow_id is None or error.http_status not in (429, 503):
             return
         retry_after = getattr(error, "retry_after", None) or 1
         self._until[workflow_id] = (trio.current_time() + retry_after, error, ref)
@@ -100,12 +107,25 @@ class _Fences:
         if trio.current_time() >= until:
             del self._until[workflow_id]
             return
-        refusal = type(error)(
+        raise _Fenced(
+            error,
             f"an earlier frame for workflow {workflow_id} (ref {encode(ref)}) was refused "
-            f"({error.message}); resend from that frame"
+            f"({error.message}); resend from that frame",
+            retry_after=max(1, math.ceil(until - trio.current_time())),
         )
-        refusal.retry_after = max(1, math.ceil(until - trio.current_time()))  # type: ignore[attr-defined]
-        raise refusal
+
+
+class _Fenced(FelixError):
+    """A frame refused because an earlier one for its workflow was: the same error code."""
+
+    def __init__(self, original: FelixError, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.original = original
+        self.retry_after = retry_after
+
+    def to_json(self) -> dict[str, Any]:
+        """The original refusal's code, with this message."""
+        return {"error": self.original.code, "message": self.message}
 
 
 async def serve_publish(
@@ -145,7 +165,7 @@ async def serve_publish(
             nursery.start_soon(_write, take, send, fences)
             with trio.CancelScope() as reading:
                 nursery.start_soon(_stop_reading_at_shutdown, hub, reading)
-                close = await _read(hub, receive, put, fences)
+                close = await _read(hub, receive, put, fences, scope.get(PUBLISH_LIMIT))
             if reading.cancelled_caught:
                 # Shutdown: read no more frames, answer those read (the writer
                 # ends once the window is empty), then say goodbye.
@@ -165,7 +185,11 @@ async def _stop_reading_at_shutdown(hub: Hub, reading: trio.CancelScope) -> None
 
 
 async def _read(
-    hub: Hub, receive: Receive, put: trio.MemorySendChannel[_InFlight], fences: _Fences
+    hub: Hub,
+    receive: Receive,
+    put: trio.MemorySendChannel[_InFlight],
+    fences: _Fences,
+    rate: tuple[RateLimiter, str] | None,
 ) -> tuple[int, str] | None:
     """Read frames and queue their publishes in order; returns the close to send, if any."""
     limit = hub.settings.max_body_bytes
@@ -183,10 +207,12 @@ async def _read(
                 continue
             if len(text) > limit // 4 and len(text.encode()) > limit:
                 return CLOSE_TOO_LARGE, f"frame over {limit} bytes, the limit"
-            await put.send(await _submit(hub, text, fences))
+            await put.send(await _submit(hub, text, fences, rate))
 
 
-async def _submit(hub: Hub, text: str, fences: _Fences) -> _InFlight:
+async def _submit(
+    hub: Hub, text: str, fences: _Fences, rate: tuple[RateLimiter, str] | None
+) -> _InFlight:
     """Parse one frame and queue its publish; a refusal becomes the window's entry."""
     ref: Any = None
     workflow_id: str | None = None
@@ -204,6 +230,8 @@ async def _submit(hub: Hub, text: str, fences: _Fences) -> _InFlight:
         workflow_id = check_workflow_id(frame.get("workflow_id"))
         events = _events_of(frame)
         fences.check(workflow_id)
+        if rate is not None and rate[0].enabled:
+            rate[0].check(rate[1], trio.current_time(), what="publishes with this key")
         pending = await hub.submit(
             workflow_id, events, idempotency_key=frame.get("idempotency_key")
         )
