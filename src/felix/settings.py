@@ -179,6 +179,8 @@ class Settings:
     idempotency_keys: int = attrs.field(default=10_000, validator=_positive)
     #: Publishes one producer-stream connection may have in flight.
     producer_window: int = attrs.field(default=1024, validator=_positive)
+    #: Bytes of frames one producer-stream connection may have in flight.
+    producer_window_bytes: int = attrs.field(default=16 * MIB, validator=_positive)
 
     @property
     def dev_mode(self) -> bool:
@@ -439,5 +441,11 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "integer",
         "Publishes one producer-stream connection may have in flight (read, not yet "
         "answered); the server stops reading the connection beyond it.",
+    ),
+    "producer_window_bytes": (
+        "FELIX_PRODUCER_WINDOW_BYTES",
+        "integer",
+        "Bytes the frames in flight on one producer-stream connection may hold together "
+        "(one frame always fits); the server stops reading the connection beyond it.",
     ),
 }

@@ -280,3 +280,29 @@ async def test_each_frame_counts_against_the_publish_rate_limit(
     assert [answer["type"] for answer in answers] == ["ack", "ack", "nack", "nack"]
     assert {answer["error"] for answer in answers[2:]} == {"rate_limited"}
     assert all(answer["retry_after"] >= 1 for answer in answers[2:])
+
+
+async def test_the_window_holds_a_bounded_number_of_bytes(start_server: StartServer) -> None:
+    server = await start_server(producer_window_bytes=1100)
+    async with server.client() as http:
+        stalled = await create_workflow(http)
+        other = await create_workflow(http)
+        real, taken = stall(server, stalled)
+        async with open_producer(server) as ws:
+            await start(ws)
+            big = {**EVENT, "content": "x" * 400}  # a frame of about 520 bytes
+            await send(ws, ref=0, workflow_id=stalled, event=big)  # unanswered for now
+            await send(ws, ref=1, workflow_id=other, event=big)  # applied, answered after 0
+            await send(ws, ref=2, workflow_id=other, event=big)  # over the budget: not read
+            await wait_until(lambda: server.hub._actors[other].state.last_seq == 1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert server.hub._actors[other].state.last_seq == 1
+            await release(server, stalled, real, taken)
+            answers = [await receive_json(ws) for _ in range(3)]
+        assert [(a["ref"], a["type"]) for a in answers] == [(0, "ack"), (1, "ack"), (2, "ack")]
+        assert server.hub._actors[other].state.last_seq == 2
+    async with open_producer(server) as ws:
+        await start(ws)
+        await send(ws, ref="r" * 257, workflow_id=other, event=EVENT)
+        refused = await receive_json(ws)
+    assert (refused["ref"], refused["error"]) == (None, "invalid")

@@ -20,8 +20,10 @@ Two tasks per connection, a window between them:
 - the writer takes the window's entries in order, waits for each answer and
   sends it.
 
-The window is a memory channel of ``FELIX_PRODUCER_WINDOW`` entries: when it
-is full the reader stops reading and TCP pushes back on the producer. A full
+The window is a memory channel of ``FELIX_PRODUCER_WINDOW`` entries, whose
+frames together hold at most ``FELIX_PRODUCER_WINDOW_BYTES`` (one frame always
+fits): when either is full the reader stops reading and TCP pushes back on the
+producer. A string ``ref`` is at most 256 characters. A full
 inbox makes the reader wait up to ``FELIX_PUBLISH_TIMEOUT`` (as a REST publish
 does), then the frame is refused with ``inbox_full`` and ``retry_after``.
 
@@ -67,6 +69,10 @@ CLOSE_GOING_AWAY: Final = 1001
 #: The scope key under which the edge leaves ``FELIX_RATE_PUBLISH``'s limiter and
 #: the name of the connection's bucket in it: every frame is a publish, and counts.
 PUBLISH_LIMIT: Final = "felix.publish_limit"
+#: Most workflows one connection keeps fenced at once.
+MAX_FENCES: Final = 1024
+#: Longest string ``ref``: it is held, and echoed, for every frame in flight.
+MAX_REF_CHARS: Final = 256
 #: The error code of a frame that is not a JSON object (its ``ref`` is unknown).
 NOT_AN_OBJECT: Final = "invalid_event"
 
@@ -85,6 +91,29 @@ class _InFlight:
     workflow_id: str | None
     pending: PendingPublish | None = None
     error: FelixError | None = None
+    #: The frame's size, counted against the window's byte budget until answered.
+    size: int = 0
+
+
+@attrs.define(eq=False)
+class _Budget:
+    """The bytes of the frames in flight, bounded; one frame always fits."""
+
+    limit: int
+    used: int = 0
+    _room: trio.Event = attrs.field(factory=trio.Event)
+
+    async def take(self, size: int) -> None:
+        """Wait until ``size`` more bytes fit (or nothing is in flight), then count them."""
+        while self.used and self.used + size > self.limit:
+            self._room = trio.Event()
+            await self._room.wait()
+        self.used += size
+
+    def give(self, size: int) -> None:
+        """Count ``size`` bytes answered."""
+        self.used -= size
+        self._room.set()
 
 
 @attrs.define
@@ -96,8 +125,14 @@ class _Fences:
     def refuse(self, workflow_id: str | None, ref: Any, error: FelixError) -> None:
         if workflow_id is None or error.http_status not in (429, 503):
             return
+        now = trio.current_time()
+        if len(self._until) >= MAX_FENCES:
+            # Bounded: forget the fences that have lapsed (then the oldest).
+            self._until = {w: f for w, f in self._until.items() if f[0] > now}
+            while len(self._until) >= MAX_FENCES:
+                del self._until[next(iter(self._until))]
         retry_after = getattr(error, "retry_after", None) or 1
-        self._until[workflow_id] = (trio.current_time() + retry_after, error, ref)
+        self._until[workflow_id] = (now + retry_after, error, ref)
 
     def check(self, workflow_id: str) -> None:
         fence = self._until.get(workflow_id)
@@ -159,13 +194,15 @@ async def serve_publish(
     await send({"type": "websocket.send", "text": encode(connected)})
     put, take = trio.open_memory_channel[_InFlight](hub.settings.producer_window)
     fences = _Fences()
+    budget = _Budget(hub.settings.producer_window_bytes)
     close: tuple[int, str] | None = None
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_write, take, send, fences)
+            nursery.start_soon(_write, take, send, fences, budget)
             with trio.CancelScope() as reading:
                 nursery.start_soon(_stop_reading_at_shutdown, hub, reading)
-                close = await _read(hub, receive, put, fences, scope.get(PUBLISH_LIMIT))
+                reader = _Reader(hub, put, fences, budget, scope.get(PUBLISH_LIMIT))
+                close = await reader.run(receive)
             if reading.cancelled_caught:
                 # Shutdown: read no more frames, answer those read (the writer
                 # ends once the window is empty), then say goodbye.
@@ -184,61 +221,81 @@ async def _stop_reading_at_shutdown(hub: Hub, reading: trio.CancelScope) -> None
     reading.cancel()
 
 
-async def _read(
-    hub: Hub,
-    receive: Receive,
-    put: trio.MemorySendChannel[_InFlight],
-    fences: _Fences,
-    rate: tuple[RateLimiter, str] | None,
-) -> tuple[int, str] | None:
-    """Read frames and queue their publishes in order; returns the close to send, if any."""
-    limit = hub.settings.max_body_bytes
-    async with put:
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                return None
-            if message["type"] != "websocket.receive":
-                continue
-            text = message.get("text")
-            if text is None:
-                error = NotAnObject("binary frames are not understood; send JSON text")
-                await put.send(_InFlight(None, None, error=error))
-                continue
-            if len(text) > limit // 4 and len(text.encode()) > limit:
-                return CLOSE_TOO_LARGE, f"frame over {limit} bytes, the limit"
-            await put.send(await _submit(hub, text, fences, rate))
+@attrs.define(eq=False)
+class _Reader:
+    """The connection's reader: frames in, publishes queued in order, entries to the window."""
 
+    hub: Hub
+    put: trio.MemorySendChannel[_InFlight]
+    fences: _Fences
+    budget: _Budget
+    rate: tuple[RateLimiter, str] | None
 
-async def _submit(
-    hub: Hub, text: str, fences: _Fences, rate: tuple[RateLimiter, str] | None
-) -> _InFlight:
-    """Parse one frame and queue its publish; a refusal becomes the window's entry."""
-    ref: Any = None
-    workflow_id: str | None = None
-    try:
+    async def run(self, receive: Receive) -> tuple[int, str] | None:
+        """Read until the producer leaves; returns the close to send, if any.
+
+        Closes the window's send end on the way out, so the writer ends once
+        it has answered every entry.
+        """
+        limit = self.hub.settings.max_body_bytes
+        async with self.put:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    return None
+                if message["type"] != "websocket.receive":
+                    continue
+                text = message.get("text")
+                if text is None:
+                    error = NotAnObject("binary frames are not understood; send JSON text")
+                    await self.put.send(_InFlight(None, None, error=error))
+                    continue
+                size = len(text)
+                if size > limit // 4 and (size := len(text.encode())) > limit:
+                    return CLOSE_TOO_LARGE, f"frame over {limit} bytes, the limit"
+                await self.budget.take(size)
+                entry = await self._submit(text)
+                await self.put.send(attrs.evolve(entry, size=size))
+
+    async def _submit(self, text: str) -> _InFlight:
+        """Parse one frame and queue its publish; a refusal becomes the window's entry."""
+        ref: Any = None
+        workflow_id: str | None = None
         try:
-            frame = decode_json(text)
-        except InvalidEvent as error:
-            raise NotAnObject(error.message) from None
-        if not isinstance(frame, dict):
-            raise NotAnObject("a frame is one JSON object: {ref, workflow_id, events}")
-        ref = frame.get("ref")
-        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, str | int | float)):
-            ref = None
-            raise InvalidEvent("field 'ref' must be a string or a number")
-        workflow_id = check_workflow_id(frame.get("workflow_id"))
-        events = _events_of(frame)
-        fences.check(workflow_id)
-        if rate is not None and rate[0].enabled:
-            rate[0].check(rate[1], trio.current_time(), what="publishes with this key")
-        pending = await hub.submit(
-            workflow_id, events, idempotency_key=frame.get("idempotency_key")
-        )
-    except FelixError as error:
-        fences.refuse(workflow_id, ref, error)
-        return _InFlight(ref, workflow_id, error=error)
-    return _InFlight(ref, workflow_id, pending=pending)
+            frame = _frame_of(text)
+            ref = _ref_of(frame)
+            workflow_id = check_workflow_id(frame.get("workflow_id"))
+            events = _events_of(frame)
+            self.fences.check(workflow_id)
+            if self.rate is not None and self.rate[0].enabled:
+                limiter, bucket = self.rate
+                limiter.check(bucket, trio.current_time(), what="publishes with this key")
+            pending = await self.hub.submit(
+                workflow_id, events, idempotency_key=frame.get("idempotency_key")
+            )
+        except FelixError as error:
+            self.fences.refuse(workflow_id, ref, error)
+            return _InFlight(ref, workflow_id, error=error)
+        return _InFlight(ref, workflow_id, pending=pending)
+
+
+def _frame_of(text: str) -> dict[str, Any]:
+    try:
+        frame = decode_json(text)
+    except InvalidEvent as error:
+        raise NotAnObject(error.message) from None
+    if not isinstance(frame, dict):
+        raise NotAnObject("a frame is one JSON object: {ref, workflow_id, events}")
+    return frame
+
+
+def _ref_of(frame: dict[str, Any]) -> Any:
+    ref = frame.get("ref")
+    if ref is None or (isinstance(ref, int | float) and not isinstance(ref, bool)):
+        return ref
+    if isinstance(ref, str) and len(ref) <= MAX_REF_CHARS:
+        return ref
+    raise InvalidEvent(f"field 'ref' must be a number or a string of at most {MAX_REF_CHARS}")
 
 
 def _events_of(frame: dict[str, Any]) -> list[Any]:
@@ -254,12 +311,15 @@ def _events_of(frame: dict[str, Any]) -> list[Any]:
     return events
 
 
-async def _write(take: trio.MemoryReceiveChannel[_InFlight], send: Send, fences: _Fences) -> None:
+async def _write(
+    take: trio.MemoryReceiveChannel[_InFlight], send: Send, fences: _Fences, budget: _Budget
+) -> None:
     """Answer the window's entries in order, each once its publish is answered."""
     async with take:
         async for entry in take:
             reply = await _reply(entry, fences)
             await send({"type": "websocket.send", "text": encode(reply)})
+            budget.give(entry.size)
 
 
 async def _reply(entry: _InFlight, fences: _Fences) -> dict[str, Any]:
