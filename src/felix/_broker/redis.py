@@ -139,7 +139,8 @@ if ARGV[6] ~= '' then
   -- trimmed to the most recent ARGV[8].
   redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
   redis.call('ZADD', KEYS[6], seq, ARGV[6])
-  local over = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[8])
+  -- At most 100 a commit (unpack's stack), so a lowered bound is reached gradually.
+  local over = math.min(redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[8]), 100)
   if over > 0 then
     redis.call('HDEL', KEYS[5], unpack(redis.call('ZRANGE', KEYS[6], 0, over - 1)))
     redis.call('ZREMRANGEBYRANK', KEYS[6], 0, over - 1)
