@@ -10,6 +10,7 @@ random retries, lost replies, abandoned requests and node switches.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,11 +19,12 @@ import hypothesis.strategies as st
 import trio
 import trio.testing
 from hypothesis import HealthCheck, given, settings
+from trio_websocket import open_websocket_url
 
 import felix
 from felix._broker.redis import RedisBroker
 from felix._errors import BrokerUnavailable, IdempotencyInProgress
-from tests.conftest import StartServer, create_workflow
+from tests.conftest import StartServer, create_workflow, receive_json
 from tests.redis.conftest import RedisServer
 from tests.redis.test_cluster import output, start_nodes
 
@@ -194,3 +196,21 @@ def test_retries_drops_and_node_switches_never_duplicate_or_lose(
     redis_server: RedisServer, attempts: list[tuple[str, int]]
 ) -> None:
     trio.run(produce, redis_server.url, attempts)
+
+
+async def test_the_producer_stream_on_another_node_answers_a_repeat(
+    start_server: StartServer, redis_server: RedisServer
+) -> None:
+    a, b = await start_nodes(start_server, redis_server)
+    async with a.client() as on_a:
+        workflow_id = await create_workflow(on_a)
+        first = await post(on_a, workflow_id, output(0), "k")
+        async with open_websocket_url(f"{b.ws}/api/v1/ws/publish") as ws:
+            assert (await receive_json(ws))["type"] == "connected"
+            for ref, key in [(1, "k"), (2, "k2")]:
+                frame = {"ref": ref, "workflow_id": workflow_id, "event": output(ref - 1)}
+                await ws.send_message(json.dumps({**frame, "idempotency_key": key}))
+            replayed, applied = await receive_json(ws), await receive_json(ws)
+        assert replayed == {"type": "ack", "ref": 1, **first.json(), "idempotent_replayed": True}
+        assert (applied["type"], applied["first_seq"]) == ("ack", 2)
+        assert await contents(on_a, workflow_id) == ["out-0", "out-1"]
