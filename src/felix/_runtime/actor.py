@@ -117,6 +117,11 @@ class _Reply:
             on_done, self.on_done = self.on_done, None
             on_done()
 
+    @property
+    def done(self) -> bool:
+        """Whether the answer is in (``wait()`` then returns or raises at once)."""
+        return self._done.is_set()
+
     async def wait(self) -> Any:
         await self._done.wait()
         if self._error is not None:

@@ -116,6 +116,12 @@ class PendingPublish:
     _events: list[Any]
     _idempotency_key: str | None
 
+    @property
+    def done(self) -> bool:
+        """Whether the actor has answered (``result()`` then waits for nothing more,
+        unless the publish has to be made again on a fresh copy)."""
+        return self._ticket.done
+
     async def result(self) -> PublishResult:
         """Wait for the actor's answer; raises what :meth:`Hub.publish` raises.
 
