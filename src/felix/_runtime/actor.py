@@ -404,64 +404,53 @@ class WorkflowActor:
             self._apply(command)
 
     async def _publish_shared(self, command: _Publish) -> None:
+        try:
+            result = await self._commit_shared(command)
+        except BrokerUnavailable:
+            raise  # _handle_shared answers it and marks this copy stale
+        except FelixError as error:
+            command.reply.set(error=error)
+        else:
+            command.reply.set(result)
+
+    async def _commit_shared(self, command: _Publish) -> PublishResult:
+        """Commit a publish through the broker; raises the refusal to answer with."""
         assert self.broker is not None
+        claim = command.claim
+        replayed = self._recall(claim)
+        if replayed is not None:
+            return replayed
         # Each lost race means another node's batch went in, so retrying makes
         # progress; but a producer is not kept waiting for ever behind them.
         give_up_at = trio.current_time() + self.publish_timeout
-        claim = command.claim
-        try:
-            replayed = self._recall(claim)
-        except FelixError as error:
-            command.reply.set(error=error)
-            return
-        if replayed is not None:
-            command.reply.set(replayed)
-            return
         while True:
             if trio.current_time() > give_up_at:
-                command.reply.set(
-                    error=InboxFull(
-                        f"workflow {self.workflow_id} is busy: other nodes kept publishing "
-                        f"to it for {self.publish_timeout:g} s; retry later"
-                    )
+                raise InboxFull(
+                    f"workflow {self.workflow_id} is busy: other nodes kept publishing "
+                    f"to it for {self.publish_timeout:g} s; retry later"
                 )
-                return
             try:
                 events = self.state.check(command.batch, datetime.now(UTC))
             except FelixError as error:
                 # A repeat of a key whose publish ended the workflow (or was
                 # committed by a node this copy has not heard from) is answered
                 # from the broker's table, not refused.
-                try:
-                    command.reply.set(await self._recall_shared(claim, error))
-                except FelixError as refusal:
-                    command.reply.set(error=refusal)
-                return
+                return await self._recall_shared(claim, error)
             after = self.state.preview(events)
             retention = self.retention_seconds if after.terminal else None
-            try:
-                outcome = await self.broker.commit(self.state, after, events, retention, claim)
-            except WorkflowNotFound as error:
-                command.reply.set(error=error)
-                return
+            outcome = await self.broker.commit(self.state, after, events, retention, claim)
             if outcome.replayed is not None:
                 assert claim is not None
-                try:
-                    applied = outcome.replayed.answer_for(claim.key, claim.digest)
-                except FelixError as error:
-                    command.reply.set(error=error)
-                    return
+                applied = outcome.replayed.answer_for(claim.key, claim.digest)
                 self.state.keys.remember(claim.key, applied)
-                command.reply.set(PublishResult([], replayed=applied))
-                return
+                return PublishResult([], replayed=applied)
             if outcome.committed:
                 if claim is not None:
                     self.state.keys.remember(claim.key, Applied.of(claim.digest, events))
                 self._deliver(events)
                 self.counters.events_published += len(events)
                 self.counters.publish_latency.observe(time.perf_counter() - command.accepted)
-                command.reply.set(PublishResult(events))
-                return
+                return PublishResult(events)
             # Another node published first: hear what it did, then build the
             # batch again on top (its seq, and its checks: it may be terminal now).
             await self._resync()
