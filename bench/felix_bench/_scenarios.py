@@ -276,6 +276,8 @@ _IDLE = Plan(workflows=30, subscribers=100, mode="count", count=3, idle=True, wa
 _PRODUCER = Plan(
     workflows=1, subscribers=1, mode="max", duration_s=5.0, window=4000, publisher="both"
 )
+#: 100 workflows, one producer connection for all of them (answers in the order sent).
+_PRODUCER_MANY = replace(_PRODUCER, workflows=100, window=200, stream_in_flight=32)
 _STREAM_EVENTS = Metric(
     "stream_events_per_s", "producer stream: events/s", "1/s", higher_is_better=True
 )
@@ -392,6 +394,18 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             metrics=(_STREAM_VS_POST, _STREAM_EVENTS, _POST_EVENTS, _US_PER_DELIVERY),
             full=_PRODUCER,
             quick=replace(_PRODUCER, duration_s=2.0),
+            servers=("felix",),
+        ),
+        Scenario(
+            name="producer-stream-many",
+            title="producer stream vs POST, 100 x 1",
+            summary=(
+                "100 workflows, one subscriber each: one POST per event per workflow (100 "
+                "requests in flight), then every workflow over one producer stream; Felix only"
+            ),
+            metrics=(_STREAM_VS_POST, _STREAM_EVENTS, _POST_EVENTS, _US_PER_DELIVERY),
+            full=_PRODUCER_MANY,
+            quick=replace(_PRODUCER_MANY, duration_s=2.0),
             servers=("felix",),
         ),
     )
