@@ -14,6 +14,7 @@ import trio
 import felix
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
+from felix._core.idempotency import Applied, Claim
 from felix._core.workflow import WorkflowState
 from felix._runtime.actor import InboxFull
 
@@ -61,6 +62,7 @@ class AlwaysBehind:
         after: WorkflowState,
         events: list[Event],
         retention_seconds: float | None,
+        claim: Claim | None = None,
     ) -> Commit:
         await trio.sleep(0.01)
         self.commits += 1
@@ -68,6 +70,9 @@ class AlwaysBehind:
 
     async def events_after(self, workflow_id: str, after: int, limit: int) -> list[Event] | None:
         return []
+
+    async def recall(self, workflow_id: str, key: str) -> Applied | None:
+        return None
 
     async def list(self) -> list[Stored]:
         return list(self.stored.values())

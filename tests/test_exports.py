@@ -20,6 +20,8 @@ PUBLIC_NAMES = [
     "FelixError",
     "Frame",
     "Hub",
+    "IdempotencyInProgress",
+    "IdempotencyKeyReused",
     "InboxFull",
     "InvalidEvent",
     "OriginNotAllowed",

@@ -73,7 +73,10 @@ class LeanHttpConnection {
         this.socket.destroy();
         return;
       }
-      this.head = { status: Number(head.slice(9, 12)), length: Number(length[1]) };
+      // Hypercorn closes a keep-alive connection after `keep_alive_max_requests`
+      // (1,000) answers and says so: the next request then opens a new one.
+      const close = /\r\nconnection:[ \t]*close/i.test(head);
+      this.head = { status: Number(head.slice(9, 12)), length: Number(length[1]), close };
       data = data.subarray(end + 4);
     }
     if (data.length < this.head.length) {
@@ -81,9 +84,16 @@ class LeanHttpConnection {
       return;
     }
     const body = data.toString('utf8', 0, this.head.length);
-    const { status } = this.head;
+    const { status, close } = this.head;
     this.rest = EMPTY;
     this.head = null;
+    if (close && this.socket) {
+      const closing = this.socket;
+      this.socket = null;
+      closing.removeAllListeners('close');
+      closing.on('error', () => {});
+      closing.destroy();
+    }
     const pending = this.pending;
     this.pending = null;
     if (pending) {

@@ -12,6 +12,11 @@
 //          "canary" subscriber per workflow that is also a checked subscriber
 //          and, in `max` mode, bounds how far publishing runs ahead of
 //          delivery (a window), so no server builds an unbounded backlog.
+//          With `publisher: "both"` each stream publishes first one POST per
+//          request for `duration_ms`, then over the producer stream
+//          (WS /api/v1/ws/publish, frames pipelined up to `stream_in_flight`)
+//          for as long again, numbering on; `published` then carries each
+//          phase's events and milliseconds.
 //   storm  WebSocket clients that connect, wait for `connected`, close, repeat.
 //
 // It talks to the orchestrator in JSON lines: commands on stdin, events on
@@ -524,6 +529,11 @@ async function runPub() {
   // warm): a stream's requests never queue behind another stream's.
   const idle = [];
   const connections = [];
+  // The producer stream (publisher "both"), its frames awaiting an answer, and
+  // each phase's events and duration.
+  let producer = null;
+  const unanswered = [];
+  const phases = {};
 
   async function post(path, body) {
     let connection = idle.pop();
@@ -562,6 +572,7 @@ async function runPub() {
     Array.from({ length: config.workflows.length * streams }, () =>
       post('/api/v1/workflows', '{"task": "bench warm-up"}')),
   );
+  if (config.publisher === 'both') producer = await openProducer();
   emit({ event: 'ready', canaries: connect });
   await nextCommand('go');
   // Opened after 'go': every sub process wrote its file before it said 'ready'.
@@ -596,10 +607,65 @@ async function runPub() {
     }
   }
 
+  // The producer stream: one WebSocket per process; frames are answered in
+  // the order sent, so each answer settles the oldest frame in flight.
+  const STREAM_IN_FLIGHT = config.stream_in_flight || 512;
+
+  function openProducer() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://${config.host}:${config.port}/api/v1/ws/publish`);
+      ws.on('error', reject);
+      ws.on('close', () => {
+        for (const frame of unanswered.splice(0)) frame.reject(new Error('producer stream closed'));
+      });
+      ws.on('message', (data) => {
+        const answer = JSON.parse(data.toString());
+        if (answer.type === 'connected') return resolve(ws);
+        const frame = unanswered.shift();
+        if (answer.type === 'ack' && answer.ref === frame.n) frame.resolve(answer);
+        else frame.reject(new Error(`producer stream answered ${JSON.stringify(answer).slice(0, 200)}`));
+      });
+    });
+  }
+
+  function sendFrame(workflowId, events, n) {
+    return new Promise((resolve, reject) => {
+      unanswered.push({ n, resolve, reject });
+      const frame = events.length === 1
+        ? { ref: n, workflow_id: workflowId, event: events[0] }
+        : { ref: n, workflow_id: workflowId, events };
+      producer.send(JSON.stringify(frame));
+    });
+  }
+
+  async function streamPhase(workflowId, p, n, until) {
+    const batch = config.batch || 1;
+    const inFlight = [];
+    while (now() < until) {
+      if (config.window > 0) await waitForWindow(workflowId, sent.get(workflowId) + batch - config.window);
+      if (inFlight.length >= STREAM_IN_FLIGHT) await inFlight.shift();
+      const events = [];
+      const t = now();
+      for (let i = 0; i < batch; i++) {
+        n += 1;
+        events.push({ type: 'agent_output', agent_id: 'bench', content: pad, confidence: 0.5, p, n, t });
+      }
+      sent.set(workflowId, sent.get(workflowId) + batch);
+      const last = n;
+      inFlight.push(sendFrame(workflowId, events, last).then(() => {
+        published[workflowId][p] = last;
+        requests += 1;
+      }));
+    }
+    await Promise.all(inFlight);
+    return n;
+  }
+
   async function stream(workflowId, p, index, total) {
     const path = `/api/v1/workflows/${encodeURIComponent(workflowId)}/events`;
     const batch = config.batch || 1;
     let n = 0;
+    let phaseStart = start;
     // Rate mode: each stream gets rate/total of the events, its schedule
     // offset so that the streams' sends interleave evenly.
     const period = config.mode === 'rate' ? (1000 * batch * total) / (config.rate * config.workflows.length) : 0;
@@ -636,6 +702,19 @@ async function runPub() {
       }
       published[workflowId][p] = n;
     }
+    if (config.publisher === 'both') {
+      const posted = n;
+      const streamStart = now();
+      // Streams run side by side: a phase's events add up, its time is the longest.
+      const add = (name, events, ms) => {
+        const phase = phases[name] || (phases[name] = { events: 0, ms: 0 });
+        phase.events += events;
+        phase.ms = Math.max(phase.ms, ms);
+      };
+      add('post', posted, streamStart - phaseStart);
+      n = await streamPhase(workflowId, p, n, streamStart + (config.duration_ms || 0));
+      add('stream', n - posted, now() - streamStart);
+    }
   }
 
   const runs = [];
@@ -654,8 +733,9 @@ async function runPub() {
       errors.push(String(result.reason.message || result.reason));
     }
   }
+  if (producer) producer.close();
   emit({ event: 'published', published, start, end, requests, late, max_lag_ms: maxLag,
-    errors, post_ms: summarize(postTimes) });
+    errors, post_ms: summarize(postTimes), phases });
   const expect = await nextCommand('expect');
   await canaries.awaitCounts(published, expect.drain_ms);
   const report = canaries.report();

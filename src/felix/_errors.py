@@ -19,6 +19,8 @@ __all__ = [
     "CapacityError",
     "EventTooLarge",
     "FelixError",
+    "IdempotencyInProgress",
+    "IdempotencyKeyReused",
     "InvalidEvent",
     "OriginNotAllowed",
     "RateLimited",
@@ -186,3 +188,15 @@ class BrokerUnavailable(FelixError):
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message, **details)
         self.retry_after = 1
+
+
+class IdempotencyKeyReused(InvalidEvent):
+    """An ``Idempotency-Key`` already applied to the workflow, sent with another body (422)."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(WorkflowConflict):
+    """A publish with this ``Idempotency-Key`` is still being applied (409); retry later."""
+
+    code = "idempotency_in_progress"

@@ -204,6 +204,12 @@ class Settings:
     linger_seconds: float = attrs.field(default=5.0, validator=_non_negative)
     #: ... and at most this many bytes of it.
     linger_bytes: int = attrs.field(default=16 * MIB, validator=_non_negative)
+    #: Idempotency keys each workflow remembers (the most recent applied).
+    idempotency_keys: int = attrs.field(default=10_000, validator=_positive)
+    #: Publishes one producer-stream connection may have in flight.
+    producer_window: int = attrs.field(default=1024, validator=_positive)
+    #: Bytes of frames one producer-stream connection may have in flight.
+    producer_window_bytes: int = attrs.field(default=16 * MIB, validator=_positive)
 
     @property
     def dev_mode(self) -> bool:
@@ -498,5 +504,23 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
         "FELIX_LINGER_BYTES",
         "integer",
         "The most bytes of a refused request body read and discarded that way.",
+    ),
+    "idempotency_keys": (
+        "FELIX_IDEMPOTENCY_KEYS",
+        "integer",
+        "Idempotency keys each workflow remembers, the most recently applied; a repeat of an "
+        "older key is applied again. Kept as long as the workflow, its retention included.",
+    ),
+    "producer_window": (
+        "FELIX_PRODUCER_WINDOW",
+        "integer",
+        "Publishes one producer-stream connection may have in flight (read, not yet "
+        "answered); the server stops reading the connection beyond it.",
+    ),
+    "producer_window_bytes": (
+        "FELIX_PRODUCER_WINDOW_BYTES",
+        "integer",
+        "Bytes the frames in flight on one producer-stream connection may hold together "
+        "(one frame always fits); the server stops reading the connection beyond it.",
     ),
 }

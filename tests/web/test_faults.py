@@ -161,11 +161,12 @@ async def test_full_inbox_is_503_with_retry_after(
     import felix
     from felix._runtime.actor import WorkflowActor
 
-    async def busy(self: WorkflowActor, batch: Any) -> Any:
+    async def busy(self: WorkflowActor, *args: Any) -> Any:
         raise felix.InboxFull("workflow x is busy: its inbox stayed full for 5 s; retry later")
 
     workflow_id = await create_workflow(client)
-    monkeypatch.setattr(WorkflowActor, "publish", busy)
+    # The hub queues every publish with enqueue() (publish() is enqueue and wait).
+    monkeypatch.setattr(WorkflowActor, "enqueue", busy)
     response = await publish(client, workflow_id, {"type": "synthesis", "content": "x"})
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"

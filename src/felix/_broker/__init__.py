@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from felix._core.events import Event, Frame
+from felix._core.idempotency import Applied, Claim
 from felix._core.workflow import WorkflowState
 
 __all__ = ["Broker", "Commit", "FeedSink", "Stored"]
@@ -48,6 +49,9 @@ class Commit:
 
     committed: bool
     current_seq: int | None = None
+    #: The publish's idempotency key was applied already: nothing was
+    #: committed, and this is the answer the first publish got.
+    replayed: Applied | None = None
 
 
 class FeedSink(Protocol):
@@ -97,14 +101,23 @@ class Broker(Protocol):
         after: WorkflowState,
         events: list[Event],
         retention_seconds: float | None,
+        claim: Claim | None = None,
     ) -> Commit:
         """Append ``events`` if the workflow is still at ``before.last_seq``.
+
+        With a ``claim``, its key is looked up first in the same atomic step:
+        if the workflow already applied it, nothing is written and the first
+        publish's answer comes back as :attr:`Commit.replayed`; else the key
+        is stored with the events (the most recent ``idempotency_keys`` kept).
 
         ``after`` is the state once they are applied, stored whole with them;
         ``retention_seconds`` (for a terminal batch) starts the countdown after
         which the broker forgets the workflow. Raises :class:`WorkflowNotFound`
         when the workflow is gone.
         """
+
+    async def recall(self, workflow_id: str, key: str) -> Applied | None:
+        """The answer the publish under ``key`` got, if the workflow applied one."""
 
     async def view(self, workflow_id: str) -> Stored | None:
         """The workflow's record and derived state (no history), or None."""

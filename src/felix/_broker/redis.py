@@ -7,6 +7,10 @@ Keys (``felix:`` prefix):
 - ``felix:wf:<id>:agents`` — a hash of agent id to the agent's JSON.
 - ``felix:wf:<id>:events`` — a stream of the retained events, entry id
   ``<seq>-0``, trimmed to the history size: the history ``after=`` replays.
+- ``felix:wf:<id>:keys`` and ``felix:wf:<id>:keyorder`` — the idempotency keys
+  the workflow applied: key to answer (body digest, accepted, first and last
+  seq), and the keys by the seq they ended at, trimmed to the most recent
+  ``idempotency_keys`` by the commit that adds one.
 - ``felix:workflows`` — a sorted set of ids in creation order, for listing.
 - ``felix:feed`` — a stream every node tails: one entry per committed batch,
   per broadcast and per created workflow, trimmed to ``broker_feed_length``.
@@ -14,8 +18,11 @@ Keys (``felix:`` prefix):
 Every write is one Lua script, so Redis applies it whole: a commit checks that
 the workflow is still at the ``last_seq`` the node built its events on
 (optimistic concurrency — ``seq`` is then global and gap-free whichever node
-publishes), appends the events to the workflow's stream and the feed, stores
-the new state, and starts the retention TTL of a finished workflow. The state
+publishes), answers a repeated idempotency key from the key table instead
+(before the ``last_seq`` check, so a retry on a stale node is answered too),
+appends the events to the workflow's stream and the feed, stores the new state
+and the key, and starts the retention TTL of a finished workflow (its keys
+included). The state
 machine itself stays in Python (:mod:`felix._core.workflow`); Redis only
 refuses a commit built on a stale ``last_seq``.
 
@@ -44,6 +51,7 @@ from coredis.tokens import PureToken
 
 from felix._broker import Commit, FeedSink, Stored
 from felix._core.events import Event, Frame
+from felix._core.idempotency import Applied, Claim
 from felix._core.workflow import WorkflowState
 from felix._errors import (
     BrokerUnavailable,
@@ -108,9 +116,15 @@ return 'ok'
 _COMMIT = """
 local last = redis.call('HGET', KEYS[1], 'last_seq')
 if not last then return {'missing'} end
+if ARGV[6] ~= '' then
+  -- A key already applied wins over everything else: whatever node the
+  -- producer retries on, and however stale its copy, it gets the first answer.
+  local seen = redis.call('HGET', KEYS[5], ARGV[6])
+  if seen then return {'replay', seen} end
+end
 if last ~= ARGV[1] then return {'conflict', last} end
-local i = 7
-local n = tonumber(ARGV[6])
+local i = 10
+local n = tonumber(ARGV[9])
 if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2 * n - 1)) end
 i = i + 2 * n
 n = tonumber(ARGV[i])
@@ -126,8 +140,21 @@ while i <= #ARGV do
 end
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[4], '*', 'w', ARGV[2],
            'e', table.concat(ARGV, '\\n', first, #ARGV))
+if ARGV[6] ~= '' then
+  -- The key table: key -> answer, and the keys by the seq they ended at,
+  -- trimmed to the most recent ARGV[8].
+  redis.call('HSET', KEYS[5], ARGV[6], ARGV[7])
+  redis.call('ZADD', KEYS[6], seq, ARGV[6])
+  -- At most 100 a commit (unpack's stack), so a lowered bound is reached gradually.
+  local over = math.min(redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[8]), 100)
+  if over > 0 then
+    redis.call('HDEL', KEYS[5], unpack(redis.call('ZRANGE', KEYS[6], 0, over - 1)))
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, over - 1)
+  end
+end
 if ARGV[5] ~= '0' then
   for k = 1, 3 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
+  for k = 5, 6 do redis.call('PEXPIRE', KEYS[k], ARGV[5]) end
 end
 return {'ok'}
 """
@@ -163,6 +190,12 @@ return out
 def _keys(workflow_id: str) -> tuple[str, str, str]:
     record = PREFIX + workflow_id
     return record, record + ":agents", record + ":events"
+
+
+def _key_table(workflow_id: str) -> tuple[str, str]:
+    # Idempotency keys: a hash of key -> answer, and a sorted set ordering them.
+    record = PREFIX + workflow_id
+    return record + ":keys", record + ":keyorder"
 
 
 def _dump(value: Any) -> str:
@@ -331,8 +364,13 @@ class RedisBroker:
         after: WorkflowState,
         events: list[Event],
         retention_seconds: float | None,
+        claim: Claim | None = None,
     ) -> Commit:
-        """Append ``events`` if the workflow is still at ``before.last_seq``."""
+        """Append ``events`` if the workflow is still at ``before.last_seq``.
+
+        A ``claim`` is checked and stored in the same script (see
+        :meth:`felix._broker.Broker.commit`).
+        """
         stored = self._stored_fields(after)
         del stored["workflow_id"], stored["created_at"], stored["task"], stored["metadata"]
         record_pairs: list[str] = []
@@ -347,13 +385,16 @@ class RedisBroker:
         ttl = "0" if retention_seconds is None else str(max(1, int(retention_seconds * 1000)))
         reply: Any = await self._call(
             self._commit(
-                keys=[*_keys(before.workflow_id), FEED],
+                keys=[*_keys(before.workflow_id), FEED, *_key_table(before.workflow_id)],
                 args=[
                     str(before.last_seq),
                     before.workflow_id,
                     str(self._settings.history_size),
                     str(self._settings.broker_feed_length),
                     ttl,
+                    claim.key if claim is not None else "",
+                    Applied.of(claim.digest, events).encode() if claim is not None else "",
+                    str(self._settings.idempotency_keys),
                     str(len(record_pairs) // 2),
                     *record_pairs,
                     str(len(agent_pairs) // 2),
@@ -366,7 +407,15 @@ class RedisBroker:
             raise WorkflowNotFound(f"workflow {before.workflow_id} not found")
         if reply[0] == "conflict":
             return Commit(committed=False, current_seq=int(reply[1]))
+        if reply[0] == "replay":
+            return Commit(committed=False, replayed=Applied.decode(reply[1]))
         return Commit(committed=True)
+
+    async def recall(self, workflow_id: str, key: str) -> Applied | None:
+        """The answer the publish under ``key`` got, if the workflow applied one."""
+        table, _order = _key_table(workflow_id)
+        text: str | None = await self._call(self._redis.hget(table, key))
+        return None if text is None else Applied.decode(text)
 
     async def events_after(self, workflow_id: str, after: int, limit: int) -> list[Event] | None:
         """Retained events with ``seq > after``, or None for an unknown workflow."""

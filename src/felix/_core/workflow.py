@@ -16,6 +16,7 @@ import attrs
 
 from felix._core.events import MAX_JSON_DEPTH, TERMINAL_STATUSES, Event, format_timestamp
 from felix._core.history import History, HistoryBudget
+from felix._core.idempotency import KeyTable
 from felix._errors import EventTooLarge, FelixError, InvalidEvent, WorkflowConflict
 
 __all__ = ["Replay", "WorkflowState"]
@@ -62,6 +63,8 @@ class WorkflowState:
     result: Any = None
     error: dict[str, Any] | None = None
     history: History = attrs.field(init=False)
+    #: The idempotency keys of the publishes applied (see :mod:`felix._core.idempotency`).
+    keys: KeyTable = attrs.Factory(KeyTable)
 
     def __attrs_post_init__(self) -> None:
         # The history drops the oldest events past its bounds: bounded memory,

@@ -28,6 +28,7 @@ import trio
 
 from felix._broker import Broker, Stored
 from felix._core.events import Event, Frame, format_timestamp, make_frame
+from felix._core.idempotency import Applied, Claim
 from felix._core.workflow import Replay, WorkflowState
 from felix._errors import BrokerUnavailable, CapacityError, FelixError, WorkflowNotFound
 from felix._runtime.counters import Counters
@@ -38,7 +39,7 @@ from felix._runtime.subscription import (
     Subscription,
 )
 
-__all__ = ["PublishResult", "WorkflowActor"]
+__all__ = ["PublishResult", "Ticket", "WorkflowActor"]
 
 logger = logging.getLogger("felix.actor")
 
@@ -67,23 +68,35 @@ class InboxFull(CapacityError):
 
 @attrs.frozen
 class PublishResult:
-    """What a publish returns: the events as applied, with their ``seq``."""
+    """What a publish returns: the events as applied, with their ``seq``.
+
+    A repeat of an idempotency key already applied has no ``events`` (nothing
+    was applied); ``replayed`` then holds the first publish's answer, which
+    :attr:`accepted`, :attr:`first_seq` and :attr:`last_seq` report.
+    """
 
     events: list[Event]
+    replayed: Applied | None = None
 
     @property
     def accepted(self) -> int:
         """How many events were applied (all of the batch)."""
+        if self.replayed is not None:
+            return self.replayed.accepted
         return len(self.events)
 
     @property
     def first_seq(self) -> int | None:
         """``seq`` of the first event, or None for an empty batch."""
+        if self.replayed is not None:
+            return self.replayed.first_seq
         return self.events[0].seq if self.events else None
 
     @property
     def last_seq(self) -> int | None:
         """``seq`` of the last event, or None for an empty batch."""
+        if self.replayed is not None:
+            return self.replayed.last_seq
         return self.events[-1].seq if self.events else None
 
 
@@ -94,10 +107,20 @@ class _Reply:
     _done: trio.Event = attrs.field(factory=trio.Event)
     _value: Any = None
     _error: FelixError | None = None
+    #: Called once when the answer is set (the hub's in-flight idempotency keys).
+    on_done: Callable[[], None] | None = None
 
     def set(self, value: Any = None, error: FelixError | None = None) -> None:
         self._value, self._error = value, error
         self._done.set()
+        if self.on_done is not None:
+            on_done, self.on_done = self.on_done, None
+            on_done()
+
+    @property
+    def done(self) -> bool:
+        """Whether the answer is in (``wait()`` then returns or raises at once)."""
+        return self._done.is_set()
 
     async def wait(self) -> Any:
         await self._done.wait()
@@ -106,9 +129,15 @@ class _Reply:
         return self._value
 
 
+#: What :meth:`WorkflowActor.enqueue` hands back: ``await ticket.wait()`` for the answer.
+Ticket = _Reply
+
+
 @attrs.frozen
 class _Publish:
     batch: list[tuple[str, dict[str, Any]]]
+    #: The publish's idempotency key and body digest, if it has a key.
+    claim: Claim | None = None
     reply: _Reply = attrs.Factory(_Reply)
     #: When the publisher handed the command over (``time.perf_counter``).
     accepted: float = attrs.Factory(time.perf_counter)
@@ -296,11 +325,18 @@ class WorkflowActor:
 
     def _apply(self, command: _Command) -> None:
         if isinstance(command, _Publish):
+            claim = command.claim
             try:
+                replayed = self._recall(claim)
+                if replayed is not None:
+                    self._unanswered.append((command, replayed))
+                    return
                 events = self.state.publish(command.batch, datetime.now(UTC))
             except FelixError as error:
                 command.reply.set(error=error)
             else:
+                if claim is not None:
+                    self.state.keys.remember(claim.key, Applied.of(claim.digest, events))
                 # Fanned out and answered by _flush, with the publishes queued after it.
                 self._unsent.extend(events)
                 self._unanswered.append((command, PublishResult(events)))
@@ -318,6 +354,13 @@ class WorkflowActor:
                 command.reply.set()
         elif isinstance(command, _Unsubscribe):
             self._subscribers.discard(command.subscription)
+
+    def _recall(self, claim: Claim | None) -> PublishResult | None:
+        """The first answer to a repeat of an applied key, from this copy's table."""
+        if claim is None:
+            return None
+        applied = self.state.keys.recall(claim.key, claim.digest)
+        return None if applied is None else PublishResult([], replayed=applied)
 
     # --- with a broker: commit there first, hear of other nodes' commits ----------
 
@@ -369,37 +412,53 @@ class WorkflowActor:
             self._apply(command)
 
     async def _publish_shared(self, command: _Publish) -> None:
+        try:
+            result = await self._commit_shared(command)
+        except BrokerUnavailable:
+            raise  # _handle_shared answers it and marks this copy stale
+        except FelixError as error:
+            command.reply.set(error=error)
+        else:
+            command.reply.set(result)
+
+    async def _commit_shared(self, command: _Publish) -> PublishResult:
+        """Commit a publish through the broker; raises the refusal to answer with."""
         assert self.broker is not None
+        claim = command.claim
+        replayed = self._recall(claim)
+        if replayed is not None:
+            return replayed
         # Each lost race means another node's batch went in, so retrying makes
         # progress; but a producer is not kept waiting for ever behind them.
         give_up_at = trio.current_time() + self.publish_timeout
         while True:
             if trio.current_time() > give_up_at:
-                command.reply.set(
-                    error=InboxFull(
-                        f"workflow {self.workflow_id} is busy: other nodes kept publishing "
-                        f"to it for {self.publish_timeout:g} s; retry later"
-                    )
+                raise InboxFull(
+                    f"workflow {self.workflow_id} is busy: other nodes kept publishing "
+                    f"to it for {self.publish_timeout:g} s; retry later"
                 )
-                return
             try:
                 events = self.state.check(command.batch, datetime.now(UTC))
             except FelixError as error:
-                command.reply.set(error=error)
-                return
+                # A repeat of a key whose publish ended the workflow (or was
+                # committed by a node this copy has not heard from) is answered
+                # from the broker's table, not refused.
+                return await self._recall_shared(claim, error)
             after = self.state.preview(events)
             retention = self.retention_seconds if after.terminal else None
-            try:
-                outcome = await self.broker.commit(self.state, after, events, retention)
-            except WorkflowNotFound as error:
-                command.reply.set(error=error)
-                return
+            outcome = await self.broker.commit(self.state, after, events, retention, claim)
+            if outcome.replayed is not None:
+                assert claim is not None
+                applied = outcome.replayed.answer_for(claim.key, claim.digest)
+                self.state.keys.remember(claim.key, applied)
+                return PublishResult([], replayed=applied)
             if outcome.committed:
+                if claim is not None:
+                    self.state.keys.remember(claim.key, Applied.of(claim.digest, events))
                 self._deliver(events)
                 self.counters.events_published += len(events)
                 self.counters.publish_latency.observe(time.perf_counter() - command.accepted)
-                command.reply.set(PublishResult(events))
-                return
+                return PublishResult(events)
             # Another node published first: hear what it did, then build the
             # batch again on top (its seq, and its checks: it may be terminal now).
             await self._resync()
@@ -428,6 +487,16 @@ class WorkflowActor:
         if events and events[0].seq == after + 1 and events[-1].seq == last_seq:
             return Replay(recovered=True, events=events)
         return replay
+
+    async def _recall_shared(self, claim: Claim | None, error: FelixError) -> PublishResult:
+        """The broker's answer for ``claim``'s key; raises ``error`` if it has none."""
+        assert self.broker is not None
+        if claim is None:
+            raise error
+        applied = await self.broker.recall(self.workflow_id, claim.key)
+        if applied is None:
+            raise error
+        return PublishResult([], replayed=applied.answer_for(claim.key, claim.digest))
 
     def _deliver(self, events: list[Event]) -> None:
         fresh = [event for event in events if event.seq > self.state.last_seq]
@@ -509,10 +578,27 @@ class WorkflowActor:
         ``publish_timeout`` seconds, :class:`WorkflowNotFound` when the actor
         has ended, and the core's errors for a batch it refuses.
         """
-        command = _Publish(batch)
-        await self._put(command)
-        result: PublishResult = await command.reply.wait()
+        ticket = await self.enqueue(batch)
+        result: PublishResult = await ticket.wait()
         return result
+
+    async def enqueue(
+        self,
+        batch: list[tuple[str, dict[str, Any]]],
+        claim: Claim | None = None,
+        on_done: Callable[[], None] | None = None,
+    ) -> Ticket:
+        """Put a shape-checked batch in the inbox; the ticket's ``wait()`` gives the answer.
+
+        Returns once the publish is queued, so a caller that enqueues several
+        in turn has them applied in that order. ``on_done`` is called when the
+        answer is set. Raises as :meth:`publish` does for a full inbox or an
+        ended actor (``on_done`` is then not called); the ticket raises the
+        rest.
+        """
+        command = _Publish(batch, claim, reply=_Reply(on_done=on_done))
+        await self._put(command)
+        return command.reply
 
     async def subscribe(self, subscription: Subscription, after: int | None) -> None:
         """Register a subscriber; its buffer then holds ``connected`` and the replay."""

@@ -14,6 +14,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final, TypeVar
 
 import attrs
@@ -31,11 +32,13 @@ from felix._core.events import (
     validate_broadcast,
     validate_event,
 )
+from felix._core.idempotency import Claim, KeyTable
 from felix._core.workflow import WorkflowState
 from felix._errors import (
     CapacityError,
     EventTooLarge,
     FelixError,
+    IdempotencyInProgress,
     InvalidEvent,
     ShuttingDown,
     WorkflowConflict,
@@ -44,7 +47,7 @@ from felix._errors import (
     cut,
     quote,
 )
-from felix._runtime.actor import PublishResult, WorkflowActor
+from felix._runtime.actor import PublishResult, Ticket, WorkflowActor
 from felix._runtime.budget import HistoryAccountant
 from felix._runtime.counters import Counters
 from felix._runtime.subscription import (
@@ -55,7 +58,7 @@ from felix._runtime.subscription import (
 )
 from felix.settings import Settings
 
-__all__ = ["Hub", "Workflow", "open_hub"]
+__all__ = ["Hub", "PendingPublish", "Workflow", "open_hub"]
 
 T = TypeVar("T")
 
@@ -107,6 +110,39 @@ class Workflow:
         return attrs.asdict(self, recurse=False)
 
 
+@attrs.frozen(eq=False)
+class PendingPublish:
+    """A publish queued on its workflow's actor (see :meth:`Hub.submit`)."""
+
+    _hub: Hub
+    _actor: WorkflowActor
+    _ticket: Ticket
+    _events: list[Any]
+    _idempotency_key: str | None
+
+    @property
+    def done(self) -> bool:
+        """Whether the actor has answered (``result()`` then waits for nothing more,
+        unless the publish has to be made again on a fresh copy)."""
+        return self._ticket.done
+
+    async def result(self) -> PublishResult:
+        """Wait for the actor's answer; raises what :meth:`Hub.publish` raises.
+
+        With a broker, a copy that retired before taking the publish leaves it
+        unapplied; it is then published again on a fresh copy.
+        """
+        try:
+            result: PublishResult = await self._ticket.wait()
+        except WorkflowNotFound:
+            if self._hub.broker is None or not self._actor.retired:
+                raise
+            return await self._hub.publish(
+                self._actor.workflow_id, self._events, idempotency_key=self._idempotency_key
+            )
+        return result
+
+
 @attrs.define(eq=False)
 class Hub:
     """Creates workflows, routes events to their actors, hands out streams.
@@ -127,6 +163,10 @@ class Hub:
     _system: set[Subscription] = attrs.field(factory=set, init=False)
     _accepting: bool = attrs.field(default=True, init=False)
     _connections_gone: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: Set when :meth:`shutdown` begins (producer streams stop reading then).
+    _stopping: trio.Event = attrs.field(factory=trio.Event, init=False)
+    #: (workflow id, idempotency key) of the keyed publishes queued, not yet answered.
+    _claims: set[tuple[str, str]] = attrs.field(factory=set, init=False)
     #: Totals for operators, read by the web layer's metrics collector.
     counters: Counters = attrs.field(factory=Counters, init=False)
     #: Keeps the retained history of every workflow here within
@@ -214,6 +254,7 @@ class Hub:
             max_event_bytes=self.settings.max_event_bytes,
             max_agents=self.settings.max_agents_per_workflow,
             max_json_depth=self.settings.max_json_depth,
+            keys=KeyTable(self.settings.idempotency_keys),
             **fields,
         )
 
@@ -391,13 +432,37 @@ class Hub:
 
     # --- publishing ----------------------------------------------------------
 
-    async def publish(self, workflow_id: str, events: list[Any]) -> PublishResult:
+    async def publish(
+        self, workflow_id: str, events: list[Any], *, idempotency_key: str | None = None
+    ) -> PublishResult:
         """Validate a batch whole, then apply it all or not at all.
 
         Raises :class:`InvalidEvent` (422) with the ``index`` of the first bad
         event, :class:`EventTooLarge` (413), :class:`WorkflowNotFound` (404),
         :class:`WorkflowConflict` (409) for a terminal workflow, and
         :class:`CapacityError` (503) when the workflow's inbox stays full.
+
+        With an ``idempotency_key`` (see :mod:`felix._core.idempotency`), a
+        repeat of a key the workflow applied applies nothing and returns the
+        first answer (``result.replayed``); it raises
+        :class:`IdempotencyKeyReused` (422) for another body under the key and
+        :class:`IdempotencyInProgress` (409) while a publish with the key is
+        still being applied.
+        """
+        pending = await self.submit(workflow_id, events, idempotency_key=idempotency_key)
+        return await pending.result()
+
+    async def submit(
+        self, workflow_id: str, events: list[Any], *, idempotency_key: str | None = None
+    ) -> PendingPublish:
+        """Validate a batch and queue it on the workflow's actor; the answer comes later.
+
+        Returns once the publish is in the actor's inbox (waiting up to
+        ``publish_timeout`` for room), so publishes submitted one after the
+        other by one task are applied in that order; ``await
+        pending.result()`` gives the answer. Raises what :meth:`publish`
+        raises before the publish is queued (:class:`InboxFull` for a full
+        inbox); ``result()`` raises the rest.
         """
         if len(events) > self.settings.max_batch_events:
             raise EventTooLarge(
@@ -410,14 +475,33 @@ class Hub:
             except FelixError as error:
                 error.details["index"] = index
                 raise
+        claim = None if idempotency_key is None else Claim.of(idempotency_key, events)
         actor = await self._local(workflow_id)
-        if actor.state.terminal:
+        if actor.state.terminal and claim is None:
+            # With a key, the actor answers: it may be the retry of the last event.
             raise WorkflowConflict(
                 f"workflow {workflow_id} is {actor.state.status}; it takes no more events",
                 index=0,
             )
-        _actor, result = await self._on_local(actor, lambda actor: actor.publish(batch))
-        return result
+        on_done = None
+        if claim is not None:
+            in_flight = (workflow_id, claim.key)
+            if in_flight in self._claims:
+                raise IdempotencyInProgress(
+                    f"a publish with idempotency key {claim.key!r} is still being applied; "
+                    "retry to get its answer"
+                )
+            self._claims.add(in_flight)
+            on_done = partial(self._claims.discard, in_flight)
+        try:
+            actor, ticket = await self._on_local(
+                actor, lambda actor: actor.enqueue(batch, claim, on_done)
+            )
+        except BaseException:
+            if on_done is not None:
+                on_done()
+            raise
+        return PendingPublish(self, actor, ticket, events, idempotency_key)
 
     async def _on_local(
         self, actor: WorkflowActor, call: Callable[[WorkflowActor], Awaitable[T]]
@@ -626,6 +710,10 @@ class Hub:
         """False once :meth:`shutdown` has begun."""
         return self._accepting
 
+    async def wait_shutting_down(self) -> None:
+        """Return once :meth:`shutdown` has begun (at once if it has)."""
+        await self._stopping.wait()
+
     async def shutdown(self, grace: float | None = None) -> None:
         """Refuse new work, let every connection drain, close them with 1001.
 
@@ -634,6 +722,7 @@ class Hub:
         ``settings.shutdown_grace``) are closed at once. Idempotent.
         """
         self._accepting = False
+        self._stopping.set()
         for subscription in self._connections.values():
             subscription.finish(CLOSE_GOING_AWAY, "server shutting down")
         if not self._connections:

@@ -35,12 +35,12 @@ from felix.web.edge.body import read_body
 from felix.web.edge.errors import (
     MethodNotAllowed,
     RouteNotFound,
-    json_answer,
     send_answer,
     send_error,
 )
 from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
+from felix.web.edge.producer import PUBLISH_LIMIT, serve_publish
 from felix.web.edge.publish import publish_events
 from felix.web.edge.ratelimit import RateLimiter
 from felix.web.edge.routes import (
@@ -75,6 +75,7 @@ WebSocketHandler = Callable[..., Awaitable[None]]
 _WEBSOCKET_HANDLERS: Final[dict[str, WebSocketHandler]] = {
     "subscribe_workflow": serve_workflow,
     "subscribe_system": serve_system,
+    "publish_stream": serve_publish,
 }
 #: The edge's streaming HTTP handlers (Server-Sent Events), by route name.
 _STREAM_HANDLERS: Final[dict[str, WebSocketHandler]] = {
@@ -192,7 +193,7 @@ class Edge:
             await send_error(send, error, where=where)
             return
         if route.served_by is ServedBy.EDGE:
-            await send_answer(send, json_answer(202, answer))
+            await send_answer(send, answer)
             return
         # Quart renders its own errors (through render_error) once it has the request.
         scope[CREDENTIAL] = admitted.credential
@@ -205,6 +206,11 @@ class Edge:
         try:
             admitted = self.admit(scope)
             handler = _WEBSOCKET_HANDLERS[admitted.route.name]
+            if admitted.route.name == "publish_stream":
+                # Each frame is a publish: it counts as one, per key (per address without).
+                client = scope.get("client")
+                bucket = admitted.credential or f"a:{client[0] if client else 'unknown'}"
+                scope[PUBLISH_LIMIT] = (self.limits[RateClass.PUBLISH], bucket)
             await handler(
                 self.hub,
                 scope,

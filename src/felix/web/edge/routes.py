@@ -156,6 +156,7 @@ WS_SYSTEM: Final = "/api/v1/ws/system/events"
 SSE_PREFIX: Final = "/api/v1/sse/"
 SSE_WORKFLOW: Final = SSE_PREFIX + "workflows/{workflow_id}"
 SSE_SYSTEM: Final = SSE_PREFIX + "system/events"
+WS_PUBLISH: Final = "/api/v1/ws/publish"
 HEALTHZ: Final = "/healthz"
 METRICS: Final = "/metrics"
 OPENAPI: Final = "/openapi.json"
@@ -227,6 +228,19 @@ ROUTES: Final[tuple[Route, ...]] = (
         _READ,
         served_by=ServedBy.EDGE,
         rate=RateClass.HANDSHAKE,
+        query_credentials=True,
+        checks_origin=True,
+    ),
+    # The producer stream: the API key only (never a token or a session);
+    # each frame is a publish, bounded by the body limit.
+    Route(
+        "publish_stream",
+        WS_PUBLISH,
+        WEBSOCKET,
+        _KEY,
+        served_by=ServedBy.EDGE,
+        rate=RateClass.HANDSHAKE,
+        body_limit=_BODY,
         query_credentials=True,
         checks_origin=True,
     ),

@@ -221,6 +221,49 @@ def _workflow_operations() -> dict[str, Operation]:
     }
 
 
+_IDEMPOTENCY_KEY: Final = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes the publish idempotent: a repeat of a key the workflow already applied applies "
+        "nothing and gets the first answer (FELIX_IDEMPOTENCY_KEYS most recent kept)."
+    ),
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,128}$"},
+}
+_REPLAYED: Final = {
+    "idempotent-replayed": {
+        "description": "`true` when this is the first answer again, for a repeated key.",
+        "schema": {"const": "true"},
+    }
+}
+
+#: What the WebSocket routes of the table are, for ``x-websockets`` (OpenAPI has no
+#: WebSocket operations); each names the page of docs/reference/api.md describing it.
+_WEBSOCKETS: Final = {
+    "subscribe_workflow": "One workflow's events: `connected`, replay (`after=`), live events.",
+    "subscribe_system": "Every workflow's events and system broadcasts (API key or session).",
+    "publish_stream": (
+        "The producer stream: each text frame one publish {ref, workflow_id, events | event, "
+        "idempotency_key?}, answered in order with {type: ack, ref, accepted, first_seq, "
+        "last_seq, idempotent_replayed?} or {type: nack, ref, error, message, index?, "
+        "retry_after?}. API key only."
+    ),
+}
+
+
+def _websockets() -> dict[str, Any]:
+    """The table's WebSocket routes, under the ``x-websockets`` extension."""
+    return {
+        route.path: {
+            "operationId": _operation_id(route.name),
+            "description": _WEBSOCKETS[route.name],
+        }
+        for route in ROUTES
+        if route.websocket
+    }
+
+
 def _event_operations(settings: Settings) -> dict[str, Operation]:
     events = _object(
         ["workflow_id", "events", "last_seq"],
@@ -256,13 +299,20 @@ def _event_operations(settings: Settings) -> dict[str, Operation]:
         },
         "publish_events": {
             "summary": "Publish one event or a batch (all or nothing)",
+            "parameters": [_IDEMPOTENCY_KEY],
             "requestBody": _body(batch, required=True),
             "responses": {
-                "202": _json("Applied.", accepted),
+                "202": {**_json("Applied.", accepted), "headers": _REPLAYED},
                 "404": _error("No such workflow, or not a valid workflow id."),
-                "409": _error("The workflow ended; it takes no more events."),
+                "409": _error(
+                    "The workflow ended; it takes no more events. Or (idempotency_in_progress) "
+                    "a publish with this Idempotency-Key is still being applied."
+                ),
                 "413": _error("An event, the batch or the body is too large."),
-                "422": _error("Invalid event; `index` names the first bad one."),
+                "422": _error(
+                    "Invalid event (`index` names the first bad one), invalid Idempotency-Key, "
+                    "or (idempotency_key_reused) the key was applied with another body."
+                ),
                 "429": _error("Rate limited (FELIX_RATE_PUBLISH)."),
                 "503": _error("The workflow's inbox stayed full."),
             },
@@ -631,12 +681,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "description": (
                 "Real-time event streams for multi-agent workflows. Producers use this REST "
                 "API; subscribers use the WebSockets at /api/v1/ws/workflows/{workflow_id} "
-                "and /api/v1/ws/system/events (not described here), or their Server-Sent "
-                "Events twins under /api/v1/sse/ (described here)."
+                "and /api/v1/ws/system/events (see x-websockets), or their Server-Sent "
+                "Events twins under /api/v1/sse/ (described here); producers may also use "
+                "the producer stream /api/v1/ws/publish (see x-websockets)."
             ),
         },
         "security": [{"bearer": []}, {"apiKey": []}, {}],
         "paths": _paths(settings),
+        "x-websockets": _websockets(),
         "components": _components(),
     }
 
