@@ -8,6 +8,7 @@ real sockets the backoff is small and every wait is bounded.
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -777,3 +778,142 @@ def test_pooled_connections_expire_before_the_server_closes_them() -> None:
     # hit it with httpx's default of 5 s against the server's 5 s.
     assert CLIENT_LIMITS.keepalive_expiry is not None
     assert CLIENT_LIMITS.keepalive_expiry < felix.Settings().keep_alive_timeout / 2
+
+
+# --- Server-Sent Events (transport="sse") ---------------------------------------------------
+
+
+@attrs.define
+class FakeSseServer:
+    """An HTTP server answering each request with the next canned response."""
+
+    answers: list[bytes]
+    url: str = ""
+    requests: list[str] = attrs.Factory(list)
+
+    async def handle(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = await stream.receive_some(4096)
+                if not chunk:
+                    return
+                head += chunk
+            self.requests.append(head.decode())
+            await stream.send_all(self.answers.pop(0))
+
+
+def sse_answer(*frames: tuple[str, dict[str, Any]], status: str = "200 OK") -> bytes:
+    body = "retry: 1000\n\n" + "".join(
+        f"{'id: ' + str(data['seq']) + chr(10) if 'seq' in data else ''}"
+        f"event: {kind}\ndata: {json.dumps(data)}\n\n: ping\n\n"
+        for kind, data in frames
+    )
+    return (
+        f"HTTP/1.1 {status}\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n{body}"
+    ).encode()
+
+
+async def fake_sse_server(nursery: trio.Nursery, *answers: bytes) -> FakeSseServer:
+    fake = FakeSseServer(list(answers))
+    listeners = await nursery.start(
+        functools.partial(trio.serve_tcp, fake.handle, 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    fake.url = f"http://127.0.0.1:{port}"
+    return fake
+
+
+def sse_event(kind: str, seq: int | None = None, **fields: Any) -> tuple[str, dict[str, Any]]:
+    return kind, json.loads(frame(kind, seq, **fields))
+
+
+async def test_sse_transport_resumes_and_ends_like_the_websocket(
+    nursery: trio.Nursery, loop: Loop
+) -> None:
+    busy = (
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+        b"connection: close\r\ncontent-length: 60\r\n\r\n"
+        + b'{"error": "shutting_down", "message": "shutting down"}'.ljust(60)
+    )
+    first = sse_answer(
+        sse_event("connected", last_seq=0),
+        sse_event("synthesis", 1, content="a"),
+        sse_event("error", 2, message="minor"),
+        ("close", {"code": 4008, "reason": "slow consumer"}),
+    )
+    second = sse_answer(
+        sse_event("connected", last_seq=3, recovered=True),
+        sse_event("error", 2, message="minor"),  # a duplicate, dropped
+        sse_event("completed", 3),
+        ("close", {"code": 1000, "reason": "workflow completed"}),
+    )
+    fake = await fake_sse_server(nursery, busy, first, second)
+
+    async def client_side() -> tuple[WorkflowStream, list[StreamItem]]:
+        async with open_workflow_stream(
+            fake.url,
+            "wf",
+            transport="sse",
+            api_key="k-1",
+            types=["synthesis", "error"],
+            backoff=FAST,
+        ) as stream:
+            return stream, await drain(stream)
+
+    stream, items = await loop.run(client_side)
+    assert [(item["seq"], item["type"]) for item in items if not isinstance(item, Gap)] == [
+        (1, "synthesis"),
+        (2, "error"),  # a workflow's error event is data, not the transport failing
+        (3, "completed"),
+    ]
+    assert stream.statistics().connections == 2
+    assert stream.statistics().last_drop == "closed with 4008 (slow consumer)"
+    paths = [request.split(" ", 2)[1] for request in fake.requests]
+    assert paths == [
+        "/api/v1/sse/workflows/wf?types=synthesis%2Cerror",
+        "/api/v1/sse/workflows/wf?types=synthesis%2Cerror",
+        "/api/v1/sse/workflows/wf?after=2&types=synthesis%2Cerror",
+    ]
+    assert all("x-api-key: k-1" in request.lower() for request in fake.requests)
+    assert all("accept: text/event-stream" in request.lower() for request in fake.requests)
+
+
+async def test_sse_refusals_are_not_retried(nursery: trio.Nursery, loop: Loop) -> None:
+    body = b'{"error": "unauthorized", "message": "missing or invalid API key"}'
+    refused = (
+        b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        + f"content-length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    fake = await fake_sse_server(nursery, refused)
+
+    async def client_side() -> StreamUnauthorized:
+        async with open_workflow_stream(fake.url, "wf", transport="sse") as stream:
+            with pytest.raises(StreamUnauthorized) as info, anyio.fail_after(5):
+                await drain(stream)
+        return info.value
+
+    error = await loop.run(client_side)
+    assert (error.status, error.message) == (401, "missing or invalid API key")
+
+
+async def test_sse_against_the_server(server: Server, loop: Loop) -> None:
+    """Needs the server's SSE routes (contract: Server-Sent Events); skipped before them."""
+    async with server.client() as http:
+        probe = await http.get("/api/v1/sse/workflows/wf_probe")
+    if probe.status_code == 404 and probe.json().get("error") == "not_found":
+        pytest.skip("this server has no SSE routes yet (GET /api/v1/sse/workflows/{id})")
+
+    async def client_side() -> list[StreamItem]:
+        async with FelixClient(server.http) as client:
+            workflow_id = (await client.create_workflow())["workflow_id"]
+            await client.publish(workflow_id, [RUNNING, output(1)])
+            async with open_workflow_stream(
+                server.http, workflow_id, after=0, transport="sse"
+            ) as stream:
+                assert seqs(await take(stream, 2)) == [1, 2]
+                await client.publish(workflow_id, [output(2), COMPLETED])
+                return await drain(stream)
+
+    assert seqs(await loop.run(client_side)) == [3, 4]

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 import anyio
 import attrs
-import httpx
+import h11
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from wsproto.utilities import RemoteProtocolError
 
@@ -37,7 +37,7 @@ from felix.client._resume import (
     StreamItem,
     is_terminal,
 )
-from felix.client._sse import bounded_body, sse_events, sse_url
+from felix.client._sse import open_event_stream, sse_url
 from felix.client._websocket import (
     CLOSE_ABNORMAL,
     CLOSE_TOO_BIG,
@@ -319,21 +319,22 @@ class WorkflowStream:
         return is_terminal(frame)
 
     async def _connect_sse(self, send: MemoryObjectSendStream[StreamItem]) -> None:
-        headers = {name.decode(): value.decode() for name, value in self._headers}
-        headers["Accept"] = "text/event-stream"
-        url = sse_url(self._base)
-        timeout = httpx.Timeout(self._connect_timeout, read=None)
+        query = self._query()
+        url = sse_url(f"{self._base}?{urlencode(query)}" if query else self._base)
         try:
-            async with (
-                httpx.AsyncClient(timeout=timeout, verify=self._ssl_context or True) as http,
-                http.stream("GET", url, params=self._query(), headers=headers) as response,
-            ):
-                if response.status_code == 204:
+            async with open_event_stream(
+                url,
+                headers=self._headers,
+                ssl_context=self._ssl_context,
+                connect_timeout=self._connect_timeout,
+            ) as response:
+                if response.status == 204:
                     return  # already at the end of a finished workflow
-                if response.status_code != 200:
-                    body = await bounded_body(response)
-                    raise _refusal(response.status_code, response.headers.raw, body)
-                async for kind, data in sse_events(response, self._max_message_size):
+                if response.status != 200:
+                    body = await response.read_body()
+                    raise _refusal(response.status, response.headers, body)
+                while (event := await response.next_event(self._max_message_size)) is not None:
+                    kind, data = event
                     if kind == "close":
                         close = _decode(data)
                         self._on_close(
@@ -342,11 +343,11 @@ class WorkflowStream:
                         return
                     if await self._on_frame(_decode(data), send):
                         return
-        except httpx.TimeoutException:
+        except TimeoutError:
             raise _Dropped(
                 f"no answer within {self._connect_timeout:g} s (connect timeout)"
             ) from None
-        except httpx.TransportError as error:
+        except (h11.ProtocolError, OSError) as error:
             raise _Dropped(os_reason(error)) from None
         raise _Dropped(f"closed with {CLOSE_ABNORMAL} (the event stream ended without a close)")
 

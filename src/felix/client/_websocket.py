@@ -40,7 +40,14 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-__all__ = ["ClientWebSocket", "ConnectionClosed", "HandshakeRejected", "open_connection"]
+__all__ = [
+    "ClientWebSocket",
+    "ConnectionClosed",
+    "HandshakeRejected",
+    "connect",
+    "open_connection",
+    "target",
+]
 
 _READ_SIZE: Final = 65536
 #: Close codes the client itself reports.
@@ -70,11 +77,11 @@ class HandshakeRejected(Exception):
         self.body = body
 
 
-def _target(url: str) -> tuple[str, int, bool, str, str]:
-    """``(host, port, tls, Host header, resource)`` of a ``ws://`` or ``wss://`` URL."""
+def target(url: str) -> tuple[str, int, bool, str, str]:
+    """``(host, port, tls, Host header, resource)`` of a ``ws(s)://`` or ``http(s)://`` URL."""
     parts = urlsplit(url)
     host = parts.hostname or ""
-    tls = parts.scheme == "wss"
+    tls = parts.scheme in ("wss", "https")
     port = parts.port or (443 if tls else 80)
     name = f"[{host}]" if ":" in host else host  # an IPv6 literal
     host_header = name if port in (80, 443) else f"{name}:{port}"
@@ -180,8 +187,9 @@ def _name(code: int) -> str:
     return {1000: "normal closure", 1001: "going away", 1011: "internal error"}.get(code, "closed")
 
 
-async def _connect(url: str, ssl_context: ssl.SSLContext | None) -> anyio.abc.ByteStream:
-    host, port, tls, _, _ = _target(url)
+async def connect(url: str, ssl_context: ssl.SSLContext | None) -> anyio.abc.ByteStream:
+    """A TCP (or, for ``wss``/``https``, TLS) stream to the URL's host; raises :class:`OSError`."""
+    host, port, tls, _, _ = target(url)
     if tls:
         context = ssl_context or ssl.create_default_context()
         return await anyio.connect_tcp(host, port, ssl_context=context, tls_hostname=host)
@@ -191,7 +199,7 @@ async def _connect(url: str, ssl_context: ssl.SSLContext | None) -> anyio.abc.By
 async def _handshake(
     stream: anyio.abc.ByteStream, url: str, headers: list[tuple[bytes, bytes]]
 ) -> WSConnection:
-    _, _, _, host_header, resource = _target(url)
+    _, _, _, host_header, resource = target(url)
     protocol = WSConnection(ConnectionType.CLIENT)
     await stream.send(
         protocol.send(Request(host=host_header, target=resource, extra_headers=headers))
@@ -243,7 +251,7 @@ async def open_connection(
     WebSocket handshake.
     """
     with anyio.fail_after(connect_timeout):
-        stream = await _connect(url, ssl_context)
+        stream = await connect(url, ssl_context)
     try:
         with anyio.fail_after(connect_timeout):
             protocol = await _handshake(stream, url, headers)
