@@ -55,7 +55,8 @@ from felix.client._rest import (
     WorkflowPage,
 )
 from felix.client._resume import DEFAULT_BACKOFF, Backoff, Event, Gap, StreamItem, is_terminal
-from felix.client._stream import StreamStatistics, WorkflowStream, open_workflow_stream
+from felix.client._run import PublishMode, Run
+from felix.client._stream import StreamStatistics, Transport, WorkflowStream, open_workflow_stream
 
 __all__ = [
     "CLIENT_LIMITS",
@@ -67,8 +68,10 @@ __all__ = [
     "Event",
     "FelixClient",
     "Gap",
+    "PublishMode",
     "Published",
     "ReconnectFailed",
+    "Run",
     "StreamError",
     "StreamItem",
     "StreamNotFound",
@@ -76,6 +79,7 @@ __all__ = [
     "StreamStatistics",
     "StreamUnauthorized",
     "SubscribeToken",
+    "Transport",
     "WorkflowPage",
     "WorkflowStream",
     "is_terminal",
