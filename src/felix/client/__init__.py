@@ -57,6 +57,7 @@ from felix.client._rest import (
 from felix.client._resume import DEFAULT_BACKOFF, Backoff, Event, Gap, StreamItem, is_terminal
 from felix.client._run import PublishMode, Run
 from felix.client._stream import StreamStatistics, Transport, WorkflowStream, open_workflow_stream
+from felix.client._sync import SyncFelixClient, SyncRun
 
 __all__ = [
     "CLIENT_LIMITS",
@@ -79,6 +80,8 @@ __all__ = [
     "StreamStatistics",
     "StreamUnauthorized",
     "SubscribeToken",
+    "SyncFelixClient",
+    "SyncRun",
     "Transport",
     "WorkflowPage",
     "WorkflowStream",
