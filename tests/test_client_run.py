@@ -9,21 +9,27 @@ repeated.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import attrs
 import pytest
 import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, serve_websocket
 
 from felix.client import ApiError, FelixClient, PublishMode
+from felix.client._run import _Publisher
 from tests.client_loops import Loop, loop
 from tests.conftest import Server
 
 __all__ = ["loop"]
 
 MODES: list[PublishMode] = ["auto", "rest"]
+RUNNING_EVENT = {"type": "workflow_status", "status": "running"}
 
 
 async def events_of(client: FelixClient, workflow_id: str) -> list[dict[str, Any]]:
@@ -225,3 +231,106 @@ async def test_run_publishes_cancelled_when_the_block_is_cancelled(
             return str((await client.get_workflow(run.workflow_id))["status"])
 
     assert await loop.run(client_side) == "cancelled"
+
+
+# --- the producer stream, against a scripted server (until the server has it) -----------
+
+Script = Callable[[WebSocketRequest], Awaitable[None]]
+
+
+@attrs.define
+class FakePublishServer:
+    """A WebSocket server playing one script per connection and recording frames."""
+
+    scripts: list[Script]
+    frames: list[dict[str, Any]] = attrs.Factory(list)
+    paths: list[str] = attrs.Factory(list)
+    url: str = ""
+
+    async def handle(self, request: WebSocketRequest) -> None:
+        self.paths.append(request.path)
+        await self.scripts.pop(0)(request)
+
+    async def receive(self, ws: WebSocketConnection) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await ws.get_message())
+        self.frames.append(frame)
+        return frame
+
+
+async def fake_publish_server(nursery: trio.Nursery, *scripts: Script) -> FakePublishServer:
+    fake = FakePublishServer(list(scripts))
+    ws_server = await nursery.start(serve_websocket, fake.handle, "127.0.0.1", 0, None)
+    fake.url = f"http://127.0.0.1:{ws_server.port}"
+    return fake
+
+
+def ack(frame: dict[str, Any], seq: int) -> str:
+    answer = {"type": "ack", "ref": frame["ref"], "accepted": 1, "first_seq": seq}
+    return json.dumps({**answer, "last_seq": seq})
+
+
+def nack(frame: dict[str, Any], error: str, **fields: Any) -> str:
+    return json.dumps({"type": "nack", "ref": frame["ref"], "error": error, **fields})
+
+
+async def test_producer_stream_resends_with_the_same_key_after_a_drop(
+    nursery: trio.Nursery, loop: Loop
+) -> None:
+    async def applied_then_dropped(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        await fake.receive(ws)
+        await ws.aclose(code=1011, reason="internal error")  # the ack is lost
+
+    async def answers(request: WebSocketRequest) -> None:
+        ws = await request.accept()
+        frame = await fake.receive(ws)  # the same publish again
+        await ws.send_message(ack(frame, 1))
+        frame = await fake.receive(ws)
+        await ws.send_message(nack(frame, "inbox_full", message="busy", retry_after=0.01))
+        frame = await fake.receive(ws)
+        await ws.send_message(ack(frame, 2))
+        frame = await fake.receive(ws)
+        await ws.send_message(nack(frame, "invalid", message="bad event", index=0))
+        with contextlib.suppress(ConnectionClosed):
+            await ws.get_message()
+
+    fake = await fake_publish_server(nursery, applied_then_dropped, answers)
+
+    async def client_side() -> list[Any]:
+        async with FelixClient(fake.url, api_key="k") as client:
+            publisher = _Publisher(client, "wf", "auto")
+            try:
+                first = await publisher.publish([{"type": "synthesis", "content": "a"}], "key-1")
+                second = await publisher.publish([{"type": "synthesis", "content": "b"}], "key-2")
+                with pytest.raises(ApiError) as refused:
+                    await publisher.publish([{"type": "bad"}], "key-3")
+            finally:
+                await publisher.aclose()
+        return [first, second, refused.value]
+
+    with trio.fail_after(20):
+        first, second, refused = await loop.run(client_side)
+    assert (first.first_seq, second.first_seq) == (1, 2)
+    assert (refused.status, refused.error, refused.body["index"]) == (422, "invalid", 0)
+    keys = [frame["idempotency_key"] for frame in fake.frames]
+    assert keys == ["key-1", "key-1", "key-2", "key-2", "key-3"]
+    assert all(frame["workflow_id"] == "wf" for frame in fake.frames)
+    assert fake.paths == ["/api/v1/ws/publish", "/api/v1/ws/publish"]
+
+
+async def test_producer_stream_falls_back_to_rest_when_refused(server: Server, loop: Loop) -> None:
+    # Today's server has no producer stream: its handshake is refused with 404.
+    async def client_side() -> tuple[str, list[dict[str, Any]]]:
+        async with FelixClient(server.http) as client:
+            workflow_id = (await client.create_workflow())["workflow_id"]
+            publisher = _Publisher(client, workflow_id, "auto")
+            await publisher.publish([RUNNING_EVENT], "k-1")
+            mode = publisher.mode
+            await publisher.aclose()
+            return mode, await client.events(workflow_id)
+
+    mode, events = await loop.run(client_side)
+    if mode == "auto":
+        pytest.skip("this server has the producer stream: nothing to fall back from")
+    assert mode == "rest"
+    assert kinds(events) == ["workflow_status"]
