@@ -196,7 +196,7 @@ class WorkflowStream:
 
     async def _pump(self, send: MemoryObjectSendStream[StreamItem]) -> None:
         # Errors end here and reach the caller from ``async for``: raising them
-        # into the nursery would cancel the caller's block instead.
+        # into the task group would cancel the caller's block instead.
         with send:
             try:
                 await self._follow(send)

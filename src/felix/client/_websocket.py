@@ -192,7 +192,10 @@ async def connect(url: str, ssl_context: ssl.SSLContext | None) -> anyio.abc.Byt
     host, port, tls, _, _ = target(url)
     if tls:
         context = ssl_context or ssl.create_default_context()
-        return await anyio.connect_tcp(host, port, ssl_context=context, tls_hostname=host)
+        # Like HTTPS clients, accept a peer that closes without close_notify.
+        return await anyio.connect_tcp(
+            host, port, ssl_context=context, tls_hostname=host, tls_standard_compatible=False
+        )
     return await anyio.connect_tcp(host, port)
 
 
