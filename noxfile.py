@@ -49,7 +49,7 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation with MkDocs, failing on broken links."""
-    session.install("mkdocs>=1.6")
+    session.install("mkdocs>=1.6", "mkdocstrings[python]>=1.0")
     session.run("mkdocs", "build", "--strict", "--site-dir", "build/docs")
 
 

@@ -58,7 +58,7 @@ from felix._runtime.subscription import (
 )
 from felix.settings import Settings
 
-__all__ = ["Hub", "PendingPublish", "Workflow", "open_hub"]
+__all__ = ["Hub", "PendingPublish", "PublishResult", "Workflow", "open_hub"]
 
 T = TypeVar("T")
 

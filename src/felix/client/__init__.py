@@ -1,6 +1,7 @@
-"""A Trio client for Felix: a resuming event stream and a small REST client.
+"""The Python client of Felix, for asyncio, Trio and blocking code.
 
-Follow one workflow, surviving drops, restarts and slow-consumer kicks::
+Follow one workflow, surviving drops, restarts and slow-consumer kicks, under
+``asyncio.run`` or ``trio.run`` alike::
 
     async with open_workflow_stream("http://127.0.0.1:8000", workflow_id, after=0) as stream:
         async for item in stream:
@@ -10,11 +11,14 @@ Follow one workflow, surviving drops, restarts and slow-consumer kicks::
                 print(item["seq"], item["type"])
     # the loop ends after the workflow's terminal event
 
-and talk to the REST API::
+talk to the REST API, and produce a workflow with :meth:`FelixClient.run`::
 
     async with FelixClient("http://127.0.0.1:8000", api_key=key) as felix:
-        workflow = await felix.create_workflow(task="research")
-        await felix.publish(workflow["workflow_id"], {"type": "synthesis", "content": "…"})
+        async with felix.run(task="research") as run:
+            await run.agent_spawned("a1", "research")
+            run.result = {"answer": 42}
+
+or do all of it from blocking code with :class:`SyncFelixClient`.
 
 Everything this package raises on purpose is a :class:`ClientError`: an
 :class:`ApiError` for a REST error answer, :class:`ConnectionFailed` when the
@@ -22,17 +26,14 @@ server cannot be reached over HTTP, and a :class:`StreamError` when a stream
 cannot go on (:class:`StreamRefused` for a handshake that retrying cannot fix,
 :class:`ReconnectFailed` when the reconnection budget runs out).
 
-Importing or using the client changes nothing in other libraries: the stream
-works around trio-websocket's client defects (a leaked socket after a refusal
-or a server's close; a late ping that cancels the caller's nursery) by owning
-its socket and its reader task, not by patching trio-websocket. Programs that
-use trio-websocket directly and want those fixes call
-``felix._patches.trio_websocket_leaks.install()`` and
-``felix._patches.trio_websocket_pong.install()`` themselves.
-
-The modules, one reason to change each: ``_errors`` (the error classes),
-``_resume`` (backoff, gaps and the resume position: pure), ``_websocket`` (one
-connection), ``_stream`` (the resuming stream), ``_rest`` (:class:`FelixClient`).
+The client runs on anyio: its WebSocket is wsproto over anyio's streams and
+its Server-Sent Events h11, both read by the stream's own task, so it patches
+nothing and leaks no reader task. The modules, one reason to change each:
+``_errors`` (the error classes), ``_resume`` (backoff, gaps and the resume
+position: pure), ``_websocket`` (one WebSocket), ``_sse`` (one SSE response),
+``_stream`` (the resuming stream), ``_answers`` and ``_rest``
+(:class:`FelixClient`), ``_run`` (:meth:`FelixClient.run`), ``_sync``
+(:class:`SyncFelixClient`).
 """
 
 from __future__ import annotations
@@ -55,7 +56,9 @@ from felix.client._rest import (
     WorkflowPage,
 )
 from felix.client._resume import DEFAULT_BACKOFF, Backoff, Event, Gap, StreamItem, is_terminal
-from felix.client._stream import StreamStatistics, WorkflowStream, open_workflow_stream
+from felix.client._run import PublishMode, Run
+from felix.client._stream import StreamStatistics, Transport, WorkflowStream, open_workflow_stream
+from felix.client._sync import SyncFelixClient, SyncRun
 
 __all__ = [
     "CLIENT_LIMITS",
@@ -67,8 +70,10 @@ __all__ = [
     "Event",
     "FelixClient",
     "Gap",
+    "PublishMode",
     "Published",
     "ReconnectFailed",
+    "Run",
     "StreamError",
     "StreamItem",
     "StreamNotFound",
@@ -76,6 +81,9 @@ __all__ = [
     "StreamStatistics",
     "StreamUnauthorized",
     "SubscribeToken",
+    "SyncFelixClient",
+    "SyncRun",
+    "Transport",
     "WorkflowPage",
     "WorkflowStream",
     "is_terminal",

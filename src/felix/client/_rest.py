@@ -7,14 +7,16 @@ alike. Touches no WebSocket library.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 from urllib.parse import quote, urlsplit, urlunsplit
 
-import attrs
 import httpx
 
+from felix.client._answers import Published, SubscribeToken, WorkflowPage
 from felix.client._errors import ApiError, ConnectionFailed, os_reason
 from felix.client._resume import Event
+from felix.client._run import PublishMode, Run, open_run
 
 __all__ = ["CLIENT_LIMITS", "FelixClient", "Published", "SubscribeToken", "WorkflowPage"]
 
@@ -24,31 +26,6 @@ __all__ = ["CLIENT_LIMITS", "FelixClient", "Published", "SubscribeToken", "Workf
 #: the server closes it fails with "Server disconnected" or a reset.
 CLIENT_LIMITS: Final = httpx.Limits(keepalive_expiry=2.0)
 _HTTP_SCHEMES: Final = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
-
-
-@attrs.frozen
-class Published:
-    """What a publish answered: how many events were applied and their seq range."""
-
-    accepted: int
-    first_seq: int | None
-    last_seq: int | None
-
-
-@attrs.frozen
-class WorkflowPage:
-    """One page of ``GET /api/v1/workflows``: the workflows and how many matched."""
-
-    workflows: list[dict[str, Any]]
-    total: int
-
-
-@attrs.frozen
-class SubscribeToken:
-    """A subscribe token for one workflow's WebSocket (``?token=``) and its expiry."""
-
-    token: str
-    expires_at: str
 
 
 def _http_base(url: str) -> str:
@@ -85,6 +62,10 @@ class FelixClient:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = _http_base(base_url)
+        #: The key sent with every request (and the producer stream's handshake).
+        self.api_key = api_key
+        #: Seconds a request (or a connect) may take.
+        self.timeout = timeout
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -104,6 +85,36 @@ class FelixClient:
         """Close the connection pool. Idempotent."""
         await self._http.aclose()
 
+    def run(
+        self,
+        task: str | None = None,
+        workflow_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        publish: PublishMode = "auto",
+    ) -> AbstractAsyncContextManager[Run]:
+        """Produce one workflow: ``async with client.run(task=…) as run:``.
+
+        Entering creates the workflow (``workflow_id``, ``task``, ``metadata``
+        as for :meth:`create_workflow`) and publishes ``workflow_status``
+        running; the block publishes through the :class:`Run`. Leaving it
+        publishes ``completed`` with :attr:`Run.result`; an exception from the
+        block publishes a fatal ``error`` (the exception's message, its type in
+        ``exception`` and its traceback in ``traceback``) and then propagates;
+        a cancellation publishes ``workflow_status`` cancelled.
+
+        Each publish carries an idempotency key and is retried with it after a
+        dropped connection, a 503 or a full inbox (for up to a minute), so a
+        server with idempotent publishes applies every event exactly once.
+        ``publish="auto"`` uses the producer stream (one WebSocket for the
+        run) when the server has it and REST otherwise; ``"rest"`` always
+        posts. The block owns that connection; leaving it closes it.
+
+        Raises :class:`ApiError` (409 for a taken ``workflow_id``, 422 for bad
+        input or a bad event) and :class:`ConnectionFailed`.
+        """
+        return open_run(self, task=task, workflow_id=workflow_id, metadata=metadata, mode=publish)
+
     async def _request(
         self,
         method: str,
@@ -111,6 +122,7 @@ class FelixClient:
         *,
         json_body: Any = None,
         params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Any:
         try:
             response = await self._http.request(
@@ -118,6 +130,7 @@ class FelixClient:
                 path,
                 json=json_body,
                 params={key: str(value) for key, value in (params or {}).items()},
+                headers=headers,
             )
         except httpx.TimeoutException:
             raise ConnectionFailed(self.base_url, "timed out") from None
@@ -180,19 +193,31 @@ class FelixClient:
         return WorkflowPage(workflows=list(page["workflows"]), total=int(page["total"]))
 
     async def publish(
-        self, workflow_id: str, event_or_events: Mapping[str, Any] | Sequence[Mapping[str, Any]]
+        self,
+        workflow_id: str,
+        event_or_events: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
     ) -> Published:
         """Publish one event, or a batch (a sequence) all or nothing.
 
         404 unknown workflow, 409 terminal, 413 too large, 422 invalid (the
         body's ``index`` names the first bad event of a batch).
+
+        With ``idempotency_key`` (1 to 128 of ``A-Za-z0-9_.:-``) a repeat of the
+        same publish is applied once: a server with idempotent publishes answers
+        the repeat as it answered the first; an older one ignores the header.
+        Nothing is retried here; :meth:`run` retries with keys.
         """
         body: Any = (
             dict(event_or_events)
             if isinstance(event_or_events, Mapping)
             else [dict(event) for event in event_or_events]
         )
-        answer = await self._request("POST", _path(workflow_id, "events"), json_body=body)
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        answer = await self._request(
+            "POST", _path(workflow_id, "events"), json_body=body, headers=headers
+        )
         return Published(
             accepted=int(answer["accepted"]),
             first_seq=answer.get("first_seq"),

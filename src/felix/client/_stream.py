@@ -1,7 +1,8 @@
 """The resuming event stream: :func:`open_workflow_stream` and :class:`WorkflowStream`.
 
-Trio only. Uses trio-websocket through its public API and never patches it
-(see :mod:`felix.client._websocket`).
+Runs under asyncio and Trio (anyio). Rides a WebSocket
+(:mod:`felix.client._websocket`) or, with ``transport="sse"``, Server-Sent
+Events over httpx (:mod:`felix.client._sse`); both feed the same resume logic.
 """
 
 from __future__ import annotations
@@ -11,18 +12,14 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import Final
+from typing import Final, Literal, NoReturn
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+import anyio
 import attrs
-import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    ConnectionTimeout,
-    HandshakeError,
-    WebSocketConnection,
-)
+import h11
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from wsproto.utilities import RemoteProtocolError
 
 from felix.client._errors import (
     ReconnectFailed,
@@ -40,26 +37,34 @@ from felix.client._resume import (
     StreamItem,
     is_terminal,
 )
-from felix.client._websocket import open_connection, reraise_single
+from felix.client._sse import open_event_stream, sse_url
+from felix.client._websocket import (
+    CLOSE_ABNORMAL,
+    CLOSE_TOO_BIG,
+    ClientWebSocket,
+    ConnectionClosed,
+    HandshakeRejected,
+    open_connection,
+)
 
 __all__ = [
     "CLOSE_WAIT",
     "StreamStatistics",
+    "Transport",
     "WorkflowStream",
     "open_workflow_stream",
 ]
 
 #: The close code of a finished workflow; the stream ends on it.
 CLOSE_NORMAL: Final = 1000
-#: What trio-websocket closes with when a frame exceeds ``max_message_size``.
-CLOSE_TOO_BIG: Final = 1009
-#: What a WebSocket library reports when the TCP connection ended without a close frame.
-CLOSE_ABNORMAL: Final = 1006
 #: Seconds the stream waits for the server's close after a terminal event.
 CLOSE_WAIT: Final = 2.0
 #: Handshake statuses worth retrying besides 5xx: request timeout, rate limited.
 _RETRY_STATUSES: Final = frozenset({408, 429})
 _SCHEMES: Final = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+#: How a stream reaches the server: a WebSocket, or Server-Sent Events over plain HTTP.
+Transport = Literal["websocket", "sse"]
 
 
 class _Dropped(Exception):
@@ -91,7 +96,7 @@ class StreamStatistics:
 
 @attrs.define(eq=False, kw_only=True)
 class WorkflowStream:
-    """One workflow's events over WebSocket, resumed across drops.
+    """One workflow's events over WebSocket (or SSE), resumed across drops.
 
     Get one from :func:`open_workflow_stream`, which owns the background task
     that connects, reads and reconnects. ``async for`` yields each event once,
@@ -120,7 +125,8 @@ class WorkflowStream:
     _connect_timeout: float = attrs.field(alias="connect_timeout", repr=False)
     _max_message_size: int = attrs.field(alias="max_message_size", repr=False)
     _ssl_context: ssl.SSLContext | None = attrs.field(alias="ssl_context", repr=False)
-    _receive: trio.MemoryReceiveChannel[StreamItem] = attrs.field(alias="receive", repr=False)
+    _receive: MemoryObjectReceiveStream[StreamItem] = attrs.field(alias="receive", repr=False)
+    _transport: Transport = attrs.field(default="websocket", alias="transport", repr=False)
     _uniform: Callable[[], float] = attrs.field(default=random.random, repr=False)
     _is_connected: bool = attrs.field(default=False, init=False, repr=False)
     _connections: int = attrs.field(default=0, init=False, repr=False)
@@ -129,7 +135,7 @@ class WorkflowStream:
     _last_drop: str | None = attrs.field(default=None, init=False, repr=False)
     _finished: bool = attrs.field(default=False, init=False, repr=False)
     _failure: BaseException | None = attrs.field(default=None, init=False, repr=False)
-    _changed: trio.Event = attrs.field(factory=trio.Event, init=False, repr=False)
+    _changed: anyio.Event = attrs.field(factory=anyio.Event, init=False, repr=False)
     _delivered: bool = attrs.field(default=False, init=False, repr=False)
     _connected_at: float | None = attrs.field(default=None, init=False, repr=False)
 
@@ -175,7 +181,7 @@ class WorkflowStream:
     async def __anext__(self) -> StreamItem:
         try:
             return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
         # Raised outside the except block, so the error keeps its own context.
         if self._failure is not None:
@@ -186,11 +192,11 @@ class WorkflowStream:
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = trio.Event()
+        self._changed = anyio.Event()
 
-    async def _pump(self, send: trio.MemorySendChannel[StreamItem]) -> None:
+    async def _pump(self, send: MemoryObjectSendStream[StreamItem]) -> None:
         # Errors end here and reach the caller from ``async for``: raising them
-        # into the nursery would cancel the caller's block instead.
+        # into the task group would cancel the caller's block instead.
         with send:
             try:
                 await self._follow(send)
@@ -201,14 +207,14 @@ class WorkflowStream:
                 self._is_connected = False
                 self._notify()
 
-    async def _follow(self, send: trio.MemorySendChannel[StreamItem]) -> None:
+    async def _follow(self, send: MemoryObjectSendStream[StreamItem]) -> None:
         first_failure_at: float | None = None
         while True:
             try:
                 await self._connect_once(send)
                 return
             except _Dropped as drop:
-                now = trio.current_time()
+                now = anyio.current_time()
                 self._last_drop = drop.reason
                 self._is_connected = False
                 healthy = self._delivered or (
@@ -230,7 +236,7 @@ class WorkflowStream:
                     delay = max(delay, min(drop.retry_after, self._backoff.max_delay))
                 if self._backoff.max_elapsed is not None:
                     delay = min(delay, self._backoff.max_elapsed - elapsed)
-                await trio.sleep(delay)
+                await anyio.sleep(delay)
 
     def _query(self) -> dict[str, str]:
         query: dict[str, str] = {}
@@ -242,11 +248,14 @@ class WorkflowStream:
             query["token"] = self._token
         return query
 
-    async def _connect_once(self, send: trio.MemorySendChannel[StreamItem]) -> None:
+    async def _connect_once(self, send: MemoryObjectSendStream[StreamItem]) -> None:
         """One connection: returns when the stream is finished, raises :class:`_Dropped`
         to retry and :class:`StreamError` to stop."""
         self._delivered = False
         self._connected_at = None
+        if self._transport == "sse":
+            await self._connect_sse(send)
+            return
         query = self._query()
         url = f"{self._base}?{urlencode(query)}" if query else self._base
         try:
@@ -258,66 +267,98 @@ class WorkflowStream:
                 connect_timeout=self._connect_timeout,
             ) as ws:
                 await self._read(ws, send)
-        except ConnectionRejected as rejected:
-            raise _refusal(rejected) from None
-        except ConnectionTimeout:
+        except HandshakeRejected as rejected:
+            raise _refusal(rejected.status, rejected.headers, rejected.body) from None
+        except TimeoutError:
             raise _Dropped(
                 f"no handshake within {self._connect_timeout:g} s (connect timeout)"
             ) from None
-        except (HandshakeError, OSError) as error:
+        except (RemoteProtocolError, OSError) as error:
             raise _Dropped(os_reason(error)) from None
 
-    async def _read(
-        self, ws: WebSocketConnection, send: trio.MemorySendChannel[StreamItem]
-    ) -> None:
+    async def _read(self, ws: ClientWebSocket, send: MemoryObjectSendStream[StreamItem]) -> None:
         while True:
             try:
                 message = await ws.get_message()
             except ConnectionClosed as closed:
-                close = closed.reason
-                code = close.code if close is not None else CLOSE_ABNORMAL
-                reason = (
-                    (close.reason or close.name.lower().replace("_", " "))
-                    if close is not None
-                    else "abnormal closure"
-                )
-                if code == CLOSE_NORMAL:
-                    return
-                if code == CLOSE_TOO_BIG:
-                    raise StreamError(
-                        f"an event was larger than max_message_size="
-                        f"{self._max_message_size} bytes; raise it to follow this workflow"
-                    ) from None
-                raise _Dropped(f"closed with {code} ({reason})") from None
-            frame = _decode(message)
-            if frame.get("type") == "connected":
-                gap = self._position.on_connected(frame)
-                self.connected = frame
-                self._connections += 1
-                self._is_connected = True
-                self._connected_at = trio.current_time()
-                self._notify()
-                if gap is not None:
-                    self._gaps += 1
-                    await send.send(gap)
-                continue
-            if not self._position.is_new(frame):
-                continue  # already delivered before a reconnect
-            await send.send(frame)
-            self._position.delivered(frame)
-            self._delivered = True
-            if is_terminal(frame):
+                self._on_close(closed.code, closed.reason)
+                return
+            if await self._on_frame(_decode(message), send):
                 await _await_close(ws)
                 return
 
+    def _on_close(self, code: int, reason: str) -> None:
+        """The server ended the connection: return for 1000, raise otherwise."""
+        if code == CLOSE_NORMAL:
+            return
+        if code == CLOSE_TOO_BIG:
+            raise StreamError(
+                f"an event was larger than max_message_size="
+                f"{self._max_message_size} bytes; raise it to follow this workflow"
+            )
+        raise _Dropped(f"closed with {code} ({reason})")
 
-async def _await_close(ws: WebSocketConnection) -> None:
+    async def _on_frame(self, frame: Event, send: MemoryObjectSendStream[StreamItem]) -> bool:
+        """Deliver one frame (either transport); True after the terminal event."""
+        if frame.get("type") == "connected":
+            gap = self._position.on_connected(frame)
+            self.connected = frame
+            self._connections += 1
+            self._is_connected = True
+            self._connected_at = anyio.current_time()
+            self._notify()
+            if gap is not None:
+                self._gaps += 1
+                await send.send(gap)
+            return False
+        if not self._position.is_new(frame):
+            return False  # already delivered before a reconnect
+        await send.send(frame)
+        self._position.delivered(frame)
+        self._delivered = True
+        return is_terminal(frame)
+
+    async def _connect_sse(self, send: MemoryObjectSendStream[StreamItem]) -> None:
+        query = self._query()
+        url = sse_url(f"{self._base}?{urlencode(query)}" if query else self._base)
+        try:
+            async with open_event_stream(
+                url,
+                headers=self._headers,
+                ssl_context=self._ssl_context,
+                connect_timeout=self._connect_timeout,
+            ) as response:
+                if response.status == 204:
+                    return  # already at the end of a finished workflow
+                if response.status != 200:
+                    body = await response.read_body()
+                    raise _refusal(response.status, response.headers, body)
+                while (event := await response.next_event(self._max_message_size)) is not None:
+                    kind, data = event
+                    if kind == "close":
+                        close = _decode(data)
+                        self._on_close(
+                            int(close.get("code", CLOSE_ABNORMAL)), str(close.get("reason", ""))
+                        )
+                        return
+                    if await self._on_frame(_decode(data), send):
+                        return
+        except TimeoutError:
+            raise _Dropped(
+                f"no answer within {self._connect_timeout:g} s (connect timeout)"
+            ) from None
+        except (h11.ProtocolError, OSError) as error:
+            raise _Dropped(os_reason(error)) from None
+        raise _Dropped(f"closed with {CLOSE_ABNORMAL} (the event stream ended without a close)")
+
+
+async def _await_close(ws: ClientWebSocket) -> None:
     """Let the server close first after a terminal event (it does, with 1000).
 
     Closing from both ends at once makes for a messier close on the server;
     waiting costs one frame's time, and never more than :data:`CLOSE_WAIT`.
     """
-    with trio.move_on_after(CLOSE_WAIT):
+    with anyio.move_on_after(CLOSE_WAIT):
         while True:
             try:
                 await ws.get_message()
@@ -348,13 +389,13 @@ def _error_body(body: bytes | None) -> tuple[str, str]:
     return "error", text.strip()[:200]
 
 
-def _refusal(rejected: ConnectionRejected) -> Exception:
-    status = rejected.status_code
-    error, message = _error_body(rejected.body)
+def _refusal(status: int, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> Exception:
+    """What a refused handshake (or SSE request) means: retry, or stop with why."""
+    error, message = _error_body(body)
     message = message or f"HTTP {status}"
     if status >= 500 or status in _RETRY_STATUSES:
         retry_after: float | None = None
-        for name, value in rejected.headers:
+        for name, value in headers:
             if name.lower() == b"retry-after":
                 try:
                     retry_after = float(value)
@@ -390,6 +431,7 @@ async def open_workflow_stream(
     connect_timeout: float = 10.0,
     max_message_size: int = 16 * 1024 * 1024,
     ssl_context: ssl.SSLContext | None = None,
+    transport: Transport = "websocket",
 ) -> AsyncIterator[WorkflowStream]:
     """Follow one workflow's events; yields a :class:`WorkflowStream` to iterate.
 
@@ -401,9 +443,14 @@ async def open_workflow_stream(
     event types the server sends (terminal detection then relies on the close
     1000 that ends every finished workflow's connections).
 
-    The block owns a background task that connects, reads and, after any drop
-    — a refused or failed connect, close 4008, 1001, 1011, an abnormal closure
-    — reconnects as ``backoff`` says, resuming after the last event delivered.
+    ``transport="sse"`` follows the same events over Server-Sent Events
+    (``GET /api/v1/sse/workflows/{id}``), for networks that drop WebSockets;
+    everything else here holds for both.
+
+    Runs under asyncio and Trio. The block owns a background task that
+    connects, reads and, after any drop — a refused or failed connect, close
+    4008, 1001, 1011, an abnormal closure — reconnects as ``backoff`` says,
+    resuming after the last event delivered.
     Leaving the block cancels that task and closes the connection.
 
     Raised from ``async for``: :class:`StreamUnauthorized` (401) and
@@ -413,13 +460,15 @@ async def open_workflow_stream(
     JSON or is over ``max_message_size``. Raises :class:`ValueError` at once
     for a bad ``url`` or ``after``.
     """
+    if transport not in ("websocket", "sse"):
+        raise ValueError(f"transport must be 'websocket' or 'sse', got {transport!r}")
     base = _stream_url(url, workflow_id)
     if ssl_context is not None and base.startswith("ws:"):
         raise ValueError("ssl_context needs an https:// or wss:// url")
     if after is not None and after < 0:
         raise ValueError(f"after must be a non-negative seq, got {after}")
     type_list: Sequence[str] | None = list(types) if types is not None else None
-    send, receive = trio.open_memory_channel[StreamItem](0)
+    send, receive = anyio.create_memory_object_stream[StreamItem](0)
     stream = WorkflowStream(
         workflow_id=workflow_id,
         url=base,
@@ -433,14 +482,34 @@ async def open_workflow_stream(
         max_message_size=max_message_size,
         ssl_context=ssl_context,
         receive=receive,
+        transport=transport,
     )
+    # The pump keeps its errors for ``async for``, so the task group only ever
+    # raises the block's own exception: unwrap it for the caller.
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(stream._pump, send)
+        async with anyio.create_task_group() as group:
+            group.start_soon(stream._pump, send)
             try:
                 yield stream
             finally:
                 receive.close()
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        reraise_single(group)
+                group.cancel_scope.cancel()
+    except BaseExceptionGroup as errors:
+        reraise_single(errors)
+
+
+def reraise_single(group: BaseExceptionGroup[BaseException]) -> NoReturn:
+    """Raise the one meaningful exception of a task group's group, keeping its own
+    cause and context, so callers catch :class:`StreamError` or their own
+    errors as themselves rather than inside an exception group."""
+    cancelled = anyio.get_cancelled_exc_class()
+    meaningful = [exc for exc in group.exceptions if not isinstance(exc, cancelled)]
+    if len(meaningful) > 1:
+        raise group
+    single = meaningful[0] if meaningful else group.exceptions[0]
+    context = single.__context__
+    try:
+        raise single
+    finally:
+        single.__context__ = context
+        del single, context

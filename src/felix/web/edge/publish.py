@@ -17,8 +17,7 @@ from typing import Any, Final
 
 from felix._core.idempotency import check_key
 from felix._errors import InvalidEvent
-from felix._runtime.actor import PublishResult
-from felix._runtime.hub import Hub
+from felix._runtime.hub import Hub, PublishResult
 from felix.web._asgi import Receive, Scope
 from felix.web.edge.body import parse_json, read_body
 from felix.web.edge.errors import Answer, json_answer
