@@ -117,10 +117,10 @@ async def serve_sse_workflow(
         after = resume
         workflow = await hub.get_workflow(workflow_id)
         if workflow.status in TERMINAL_STATUSES and resume >= workflow.last_seq:
-            await _no_content(send)
+            await _no_content(send, scope)
             return
     async with hub.subscribe(workflow_id, after=after, types=types, remote=_remote(scope)) as sub:
-        await _run(hub, sub, receive, send, head=scope["method"] == "HEAD")
+        await _run(hub, sub, receive, send, scope)
 
 
 async def serve_sse_system(
@@ -142,19 +142,34 @@ async def serve_sse_system(
     if "after" in query:
         raise BadRequest("after= is not supported on the system stream")
     async with hub.subscribe_system(types=types, remote=_remote(scope)) as sub:
-        await _run(hub, sub, receive, send, head=scope["method"] == "HEAD")
+        await _run(hub, sub, receive, send, scope)
 
 
-async def _no_content(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 204, "headers": []})
+def _cors(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """Let the page that opened the stream read it: ``EventSource`` obeys CORS.
+
+    The edge has already checked the request's ``Origin`` against
+    ``FELIX_ALLOWED_ORIGINS`` (the route checks origins), so an origin that
+    reaches here is allowed: echo it. Without it a page on another origin
+    sees every answer, the 204 included, as a network error and reconnects.
+    """
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"origin":
+            return [(b"access-control-allow-origin", value), (b"vary", b"origin")]
+    return []
+
+
+async def _no_content(send: Send, scope: Scope) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": _cors(scope)})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _run(hub: Hub, sub: Subscription, receive: Receive, send: Send, *, head: bool) -> None:
+async def _run(hub: Hub, sub: Subscription, receive: Receive, send: Send, scope: Scope) -> None:
     """Stream ``sub`` as the response; returns when it ends or the client leaves."""
     CONNECTION_ID.set(sub.connection_id)  # for JSON log lines; this task is the connection's
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-    if head:
+    headers = _HEADERS + _cors(scope)
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    if scope["method"] == "HEAD":
         await _end(hub, send, b"")
         return
     async with trio.open_nursery() as nursery:
