@@ -62,13 +62,32 @@ def test_the_rule_sees_an_import_it_must_refuse() -> None:
     }
 
 
+def _code_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """The lines of a function's signature and code; its docstring is not counted."""
+    lines = (node.end_lineno or node.lineno) - node.lineno + 1
+    first = node.body[0]
+    if (
+        isinstance(first, ast.Expr)
+        and isinstance(first.value, ast.Constant)
+        and isinstance(first.value.value, str)
+    ):
+        lines -= (first.end_lineno or first.lineno) - first.lineno + 1
+    return lines
+
+
 @pytest.mark.parametrize("path", _sources(), ids=lambda p: p.relative_to(SRC).as_posix())
 def test_no_function_is_longer_than_a_screen(path: Path) -> None:
     long = [
-        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        f"{node.name} ({_code_lines(node)} lines)"
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.end_lineno is not None
-        and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
+        and _code_lines(node) > MAX_FUNCTION_LINES
     ]
     assert long == []
+
+
+def test_a_docstring_is_not_counted_but_code_is() -> None:
+    tree = ast.parse('def f():\n    """Doc\n\n    more.\n    """\n    x = 1\n    return x\n')
+    function = tree.body[0]
+    assert isinstance(function, ast.FunctionDef)
+    assert _code_lines(function) == 3

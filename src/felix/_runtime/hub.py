@@ -193,23 +193,7 @@ class Hub:
         """
         if not self._accepting:
             raise ShuttingDown("the server is shutting down")
-        if workflow_id is None:
-            workflow_id = f"wf_{secrets.token_hex(6)}"
-        check_workflow_id(workflow_id)
-        if task is not None and not isinstance(task, str):
-            raise InvalidEvent("field 'task' must be a string or null")
-        if metadata is None:
-            metadata = {}
-        if not isinstance(metadata, dict):
-            raise InvalidEvent("field 'metadata' must be a JSON object")
-        size = len(encode({"task": task, "metadata": metadata}).encode())
-        # After encoding, which refuses reference cycles the walk could not end on.
-        check_depth({"metadata": metadata}, self.settings.max_json_depth, "metadata")
-        if size > self.settings.max_event_bytes:
-            raise EventTooLarge(
-                f"task and metadata are {size} bytes encoded; the limit is "
-                f"{self.settings.max_event_bytes}"
-            )
+        workflow_id, metadata = self._check_new(workflow_id, task, metadata)
         state = self._new_state(
             workflow_id,
             created_at=_now(),
@@ -245,6 +229,30 @@ class Hub:
         actor = await self._start_actor(state)
         self._to_system([created])
         return self._snapshot(actor)
+
+    def _check_new(
+        self, workflow_id: str | None, task: Any, metadata: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """A new workflow's id (made up when None) and metadata, checked; raises as
+        :meth:`create_workflow` says."""
+        if workflow_id is None:
+            workflow_id = f"wf_{secrets.token_hex(6)}"
+        check_workflow_id(workflow_id)
+        if task is not None and not isinstance(task, str):
+            raise InvalidEvent("field 'task' must be a string or null")
+        if metadata is None:
+            metadata = {}
+        if not isinstance(metadata, dict):
+            raise InvalidEvent("field 'metadata' must be a JSON object")
+        size = len(encode({"task": task, "metadata": metadata}).encode())
+        # After encoding, which refuses reference cycles the walk could not end on.
+        check_depth({"metadata": metadata}, self.settings.max_json_depth, "metadata")
+        if size > self.settings.max_event_bytes:
+            raise EventTooLarge(
+                f"task and metadata are {size} bytes encoded; the limit is "
+                f"{self.settings.max_event_bytes}"
+            )
+        return workflow_id, metadata
 
     def _new_state(self, workflow_id: str, **fields: Any) -> WorkflowState:
         return WorkflowState(

@@ -374,8 +374,8 @@ def _other_api_operations(settings: Settings) -> dict[str, Operation]:
     }
 
 
-def _stream_operations() -> dict[str, Operation]:
-    """The Server-Sent Events twins of the two WebSocket streams."""
+def _stream_answers() -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event stream's 200, and the refusals it shares with the WebSocket handshake."""
     stream = {
         "description": (
             "The stream: `retry:`, then `event: connected`, then each event as `id: <seq>`, "
@@ -385,6 +385,17 @@ def _stream_operations() -> dict[str, Operation]:
         ),
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
+    refusals = {
+        "400": _error("Invalid query or Last-Event-ID."),
+        "403": _error("The browser's Origin is not allowed (FELIX_ALLOWED_ORIGINS)."),
+        "429": _error("Rate limited (FELIX_RATE_HANDSHAKE)."),
+        "503": _error("Over the connection limit, or shutting down."),
+    }
+    return stream, refusals
+
+
+def _stream_parameters() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """An event stream's ``types=``, its query credentials, and ``Last-Event-ID``."""
     types = {
         "name": "types",
         "in": "query",
@@ -412,12 +423,13 @@ def _stream_operations() -> dict[str, Operation]:
         "description": "Resume after this seq (what EventSource sends); wins over after=.",
         "schema": {"type": "integer", "minimum": 0},
     }
-    refusals = {
-        "400": _error("Invalid query or Last-Event-ID."),
-        "403": _error("The browser's Origin is not allowed (FELIX_ALLOWED_ORIGINS)."),
-        "429": _error("Rate limited (FELIX_RATE_HANDSHAKE)."),
-        "503": _error("Over the connection limit, or shutting down."),
-    }
+    return types, query_credentials, last_event_id
+
+
+def _stream_operations() -> dict[str, Operation]:
+    """The Server-Sent Events twins of the two WebSocket streams."""
+    stream, refusals = _stream_answers()
+    types, query_credentials, last_event_id = _stream_parameters()
     return {
         "sse_workflow": {
             "summary": "One workflow's events as Server-Sent Events (EventSource)",
