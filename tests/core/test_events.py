@@ -610,3 +610,32 @@ def test_format_timestamp_is_rfc3339_utc_with_z_and_microseconds(
     assert text == expected
     assert RFC3339_UTC.match(text)
     assert datetime.fromisoformat(text) == moment
+
+
+def test_validation_follows_the_one_event_table() -> None:
+    # A valid event of every type passes; leaving out any required field of the
+    # table, or giving any field a value of the wrong kind, is refused by name.
+    from felix._core.events import EVENT_TYPES, WORKFLOW_EVENT_TYPES, Kind
+
+    good = {
+        Kind.NAME: "a1",
+        Kind.TEXT: "",
+        Kind.NUMBER: 1.5,
+        Kind.UNIT: 0.5,
+        Kind.BOOLEAN: True,
+        Kind.STATUS: "running",
+        Kind.AGENTS: ["a1"],
+        Kind.ANY: {"any": [1]},
+    }
+    assert frozenset(EVENT_TYPES) == WORKFLOW_EVENT_TYPES
+    for event_type, specs in EVENT_TYPES.items():
+        event = {"type": event_type, **{spec.name: good[spec.kind] for spec in specs}}
+        assert validate_event(event)[0] == event_type
+        for spec in specs:
+            if spec.required:
+                missing = {key: value for key, value in event.items() if key != spec.name}
+                with pytest.raises(InvalidEvent, match=f"field '{spec.name}' is required"):
+                    validate_event(missing)
+            if spec.kind is not Kind.ANY:
+                with pytest.raises(InvalidEvent, match=f"field '{spec.name}'"):
+                    validate_event({**event, spec.name: {"wrong": "kind"}})

@@ -135,3 +135,19 @@ async def test_schemathesis_finds_the_api_as_described(
         )
     output = result.stdout.decode(errors="replace")
     assert result.returncode == 0, output[-6000:]
+
+
+def test_event_schemas_are_made_from_the_core_event_table() -> None:
+    from felix._core.events import EVENT_TYPES
+    from felix.settings import Settings
+    from felix.web.routes.openapi import openapi_document
+
+    document = openapi_document(Settings())
+    body = document["paths"]["/api/v1/workflows/{workflow_id}/events"]["post"]["requestBody"]
+    one_event = body["content"]["application/json"]["schema"]["oneOf"][0]
+    schemas = one_event["oneOf"]
+    assert [schema["title"] for schema in schemas] == list(EVENT_TYPES)
+    for schema in schemas:
+        specs = EVENT_TYPES[schema["title"]]
+        assert schema["required"] == ["type", *(s.name for s in specs if s.required)]
+        assert {s.name for s in specs} <= set(schema["properties"])

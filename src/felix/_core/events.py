@@ -7,10 +7,12 @@ subscriber's buffer holds, so fan-out never touches JSON again.
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import math
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -20,12 +22,15 @@ from felix._errors import EventTooLarge, InvalidEvent, cut, quote
 
 __all__ = [
     "ENVELOPE_FIELDS",
+    "EVENT_TYPES",
     "MAX_JSON_DEPTH",
     "STATUSES",
     "TERMINAL_STATUSES",
     "WORKFLOW_EVENT_TYPES",
     "Event",
+    "FieldSpec",
     "Frame",
+    "Kind",
     "check_depth",
     "decode_json",
     "encode",
@@ -39,9 +44,62 @@ __all__ = [
 
 STATUSES: Final = ("pending", "running", "completed", "failed", "cancelled")
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled"})
-WORKFLOW_EVENT_TYPES: Final = frozenset(
-    {"workflow_status", "agent_spawned", "agent_output", "synthesis", "error", "completed"}
-)
+
+
+class Kind(enum.Enum):
+    """What a producer event's field must hold (the contract's table of types)."""
+
+    #: A non-empty string (an id or a name).
+    NAME = "name"
+    #: Any string (content, a message).
+    TEXT = "text"
+    #: A finite number.
+    NUMBER = "number"
+    #: A number from 0 to 1 (a confidence).
+    UNIT = "unit"
+    BOOLEAN = "boolean"
+    #: One of :data:`STATUSES`.
+    STATUS = "status"
+    #: A count (integer >= 0) or a list of agent ids; null is allowed.
+    AGENTS = "agents"
+    #: Any JSON value.
+    ANY = "any"
+
+
+@attrs.frozen
+class FieldSpec:
+    """One field of a producer event type: its name, what it holds, whether required."""
+
+    name: str
+    kind: Kind
+    required: bool = True
+
+
+#: The one table of producer event types and their fields, in the contract's
+#: order. Validation (:func:`validate_event`) and the OpenAPI document's event
+#: schemas are both made from it; extra fields are always kept.
+EVENT_TYPES: Final[dict[str, tuple[FieldSpec, ...]]] = {
+    "workflow_status": (FieldSpec("status", Kind.STATUS),),
+    "agent_spawned": (
+        FieldSpec("agent_id", Kind.NAME),
+        FieldSpec("agent_type", Kind.NAME),
+        FieldSpec("spawn_time", Kind.NUMBER),
+    ),
+    "agent_output": (
+        FieldSpec("agent_id", Kind.NAME),
+        FieldSpec("content", Kind.TEXT),
+        FieldSpec("confidence", Kind.UNIT),
+    ),
+    "synthesis": (
+        FieldSpec("content", Kind.TEXT),
+        FieldSpec("confidence", Kind.UNIT, required=False),
+        FieldSpec("final", Kind.BOOLEAN, required=False),
+        FieldSpec("agents_synthesized", Kind.AGENTS, required=False),
+    ),
+    "error": (FieldSpec("message", Kind.TEXT), FieldSpec("fatal", Kind.BOOLEAN, required=False)),
+    "completed": (FieldSpec("result", Kind.ANY, required=False),),
+}
+WORKFLOW_EVENT_TYPES: Final = frozenset(EVENT_TYPES)
 ENVELOPE_FIELDS: Final = frozenset({"type", "workflow_id", "seq", "timestamp"})
 #: Types only the server sends; a producer may not publish or broadcast them.
 SERVER_TYPES: Final = frozenset({"connected", "pong", "command_error", "workflow_created"})
@@ -431,6 +489,50 @@ def _boolean(fields: dict[str, Any], name: str, event_type: str) -> None:
         raise InvalidEvent(f"{event_type}: field {name!r} must be true or false")
 
 
+def _text(fields: dict[str, Any], name: str, event_type: str) -> None:
+    if not isinstance(_require(fields, name, event_type), str):
+        raise InvalidEvent(f"{event_type}: field {name!r} must be a string")
+
+
+def _unit(fields: dict[str, Any], name: str, event_type: str) -> None:
+    _number(fields, name, event_type, unit=True)
+
+
+def _status(fields: dict[str, Any], name: str, event_type: str) -> None:
+    status = _require(fields, name, event_type)
+    if status not in STATUSES:
+        raise InvalidEvent(
+            f"{event_type}: field {name!r} must be one of {', '.join(STATUSES)}, "
+            f"got {quote(status)}"
+        )
+
+
+def _agents(fields: dict[str, Any], name: str, event_type: str) -> None:
+    agents = fields.get(name)
+    if (
+        agents is not None
+        and not (isinstance(agents, int) and not isinstance(agents, bool) and agents >= 0)
+        and not (isinstance(agents, list) and all(isinstance(a, str) for a in agents))
+    ):
+        raise InvalidEvent(f"{event_type}: field {name!r} must be a count or a list of agent ids")
+
+
+def _any(_fields: dict[str, Any], _name: str, _event_type: str) -> None:
+    return
+
+
+_CHECKS: Final[dict[Kind, Callable[[dict[str, Any], str, str], None]]] = {
+    Kind.NAME: _string,
+    Kind.TEXT: _text,
+    Kind.NUMBER: _number,
+    Kind.UNIT: _unit,
+    Kind.BOOLEAN: _boolean,
+    Kind.STATUS: _status,
+    Kind.AGENTS: _agents,
+    Kind.ANY: _any,
+}
+
+
 def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
     """Check one producer event against the contract's table of types.
 
@@ -454,40 +556,9 @@ def validate_event(obj: Any) -> tuple[str, dict[str, Any]]:
             f"{event_type}: field {taken[0]!r} is part of the envelope and set by the server"
         )
     fields = {key: value for key, value in obj.items() if key != "type"}
-    if event_type == "workflow_status":
-        status = _require(fields, "status", event_type)
-        if status not in STATUSES:
-            raise InvalidEvent(
-                f"workflow_status: field 'status' must be one of {', '.join(STATUSES)}, "
-                f"got {quote(status)}"
-            )
-    elif event_type == "agent_spawned":
-        _string(fields, "agent_id", event_type)
-        _string(fields, "agent_type", event_type)
-        _number(fields, "spawn_time", event_type)
-    elif event_type == "agent_output":
-        _string(fields, "agent_id", event_type)
-        if not isinstance(_require(fields, "content", event_type), str):
-            raise InvalidEvent("agent_output: field 'content' must be a string")
-        _number(fields, "confidence", event_type, unit=True)
-    elif event_type == "synthesis":
-        if not isinstance(_require(fields, "content", event_type), str):
-            raise InvalidEvent("synthesis: field 'content' must be a string")
-        _number(fields, "confidence", event_type, required=False, unit=True)
-        _boolean(fields, "final", event_type)
-        agents = fields.get("agents_synthesized")
-        if (
-            agents is not None
-            and not (isinstance(agents, int) and not isinstance(agents, bool) and agents >= 0)
-            and not (isinstance(agents, list) and all(isinstance(a, str) for a in agents))
-        ):
-            raise InvalidEvent(
-                "synthesis: field 'agents_synthesized' must be a count or a list of agent ids"
-            )
-    elif event_type == "error":
-        if not isinstance(_require(fields, "message", event_type), str):
-            raise InvalidEvent("error: field 'message' must be a string")
-        _boolean(fields, "fatal", event_type)
+    for spec in EVENT_TYPES[event_type]:
+        if spec.required or spec.name in fields:
+            _CHECKS[spec.kind](fields, spec.name, event_type)
     return event_type, fields
 
 

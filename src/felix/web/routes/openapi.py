@@ -18,7 +18,15 @@ from typing import Any, Final
 
 from quart import Response
 
-from felix._core.events import SERVER_TYPES, STATUSES, TYPE_NAME, WORKFLOW_EVENT_TYPES, encode
+from felix._core.events import (
+    EVENT_TYPES,
+    SERVER_TYPES,
+    STATUSES,
+    TYPE_NAME,
+    WORKFLOW_EVENT_TYPES,
+    Kind,
+    encode,
+)
 from felix.settings import Settings
 from felix.web.edge.params import MAX_INT_DIGITS
 from felix.web.edge.routes import ROUTES, Credential, Route
@@ -69,44 +77,32 @@ def _body(schema: dict[str, Any], *, required: bool) -> dict[str, Any]:
 _STRING: Final = {"type": "string", "minLength": 1}
 _UNIT: Final = {"type": "number", "minimum": 0, "maximum": 1}
 _INTEGER: Final = {"type": "integer"}
-#: Fields per producer event type, and which are required (the contract's table).
-#: Its keys must be felix._core.events' WORKFLOW_EVENT_TYPES (checked below).
-_EVENT_FIELDS: Final[dict[str, tuple[dict[str, Any], list[str]]]] = {
-    "workflow_status": ({"status": {"$ref": "#/components/schemas/Status"}}, ["status"]),
-    "agent_spawned": (
-        {"agent_id": _STRING, "agent_type": _STRING, "spawn_time": {"type": "number"}},
-        ["agent_id", "agent_type", "spawn_time"],
-    ),
-    "agent_output": (
-        {"agent_id": _STRING, "content": {"type": "string"}, "confidence": _UNIT},
-        ["agent_id", "content", "confidence"],
-    ),
-    "synthesis": (
-        {
-            "content": {"type": "string"},
-            "confidence": _UNIT,
-            "final": {"type": "boolean"},
-            "agents_synthesized": {
-                "oneOf": [
-                    {"type": "integer", "minimum": 0},
-                    {"type": "array", "items": {"type": "string"}},
-                    {"type": "null"},
-                ]
-            },
-        },
-        ["content"],
-    ),
-    "error": ({"message": {"type": "string"}, "fatal": {"type": "boolean"}}, ["message"]),
-    "completed": ({"result": {}}, []),
+#: The JSON schema of each kind of field in felix._core.events' event table.
+_KIND_SCHEMAS: Final[dict[Kind, dict[str, Any]]] = {
+    Kind.NAME: _STRING,
+    Kind.TEXT: {"type": "string"},
+    Kind.NUMBER: {"type": "number"},
+    Kind.UNIT: _UNIT,
+    Kind.BOOLEAN: {"type": "boolean"},
+    Kind.STATUS: {"$ref": "#/components/schemas/Status"},
+    Kind.AGENTS: {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "array", "items": {"type": "string"}},
+            {"type": "null"},
+        ]
+    },
+    Kind.ANY: {},
 }
-if set(_EVENT_FIELDS) != WORKFLOW_EVENT_TYPES:  # pragma: no cover - a development error
-    raise RuntimeError("openapi's event schemas do not list felix._core.events' types")
 #: The envelope is the server's: a producer may not send these fields.
 _NO_ENVELOPE: Final = {"workflow_id": False, "seq": False, "timestamp": False}
 
 
 def _event_in(event_type: str) -> dict[str, Any]:
-    properties, required = _EVENT_FIELDS[event_type]
+    # Made from the core's one event table: the schema cannot drift from validation.
+    specs = EVENT_TYPES[event_type]
+    properties = {spec.name: _KIND_SCHEMAS[spec.kind] for spec in specs}
+    required = [spec.name for spec in specs if spec.required]
     return {
         "type": "object",
         "title": event_type,
@@ -118,7 +114,7 @@ def _event_in(event_type: str) -> dict[str, Any]:
 
 _EVENT_IN: Final[dict[str, Any]] = {
     "description": "A workflow event: its type and its own fields, flat (extra fields are kept).",
-    "oneOf": [_event_in(event_type) for event_type in _EVENT_FIELDS],
+    "oneOf": [_event_in(event_type) for event_type in EVENT_TYPES],
 }
 
 _EVENT_OUT: Final[dict[str, Any]] = {
