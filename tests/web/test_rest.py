@@ -337,3 +337,19 @@ async def test_stats(client: httpx.AsyncClient) -> None:
     assert stats["connections"] == 0
     assert stats["tasks"] > 0
     assert stats["rss_bytes"] > 0
+
+
+async def test_the_list_can_start_with_the_newest(server: Server) -> None:
+    async with server.client() as http:
+        ids = [await create_workflow(http) for _ in range(3)]
+        oldest = (await http.get("/api/v1/workflows")).json()
+        newest = (await http.get("/api/v1/workflows?order=newest&limit=2&offset=0")).json()
+        second_page = (await http.get("/api/v1/workflows?order=newest&offset=2")).json()
+        refused = await http.get("/api/v1/workflows?order=sideways")
+    assert [w["workflow_id"] for w in oldest["workflows"]] == ids
+    assert oldest["order"] == "oldest"
+    assert [w["workflow_id"] for w in newest["workflows"]] == ids[::-1][:2]
+    assert (newest["order"], newest["total"]) == ("newest", 3)
+    assert [w["workflow_id"] for w in second_page["workflows"]] == ids[:1]
+    assert refused.status_code == 422
+    assert "order" in refused.json()["message"]

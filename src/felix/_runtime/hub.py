@@ -347,7 +347,7 @@ class Hub:
         return self._snapshot(self._actor(workflow_id))
 
     def _list_local(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self, status: str | None = None, limit: int = 100, offset: int = 0, newest: bool = False
     ) -> tuple[list[Workflow], int]:
         # This process's actors only; the public read is list_workflows().
         _check_status(status)
@@ -356,6 +356,8 @@ class Hub:
             actors = [actor for actor in actors if actor.state.status == status]
         else:
             actors = list(actors)
+        if newest:
+            actors.reverse()
         page = [self._snapshot(actor) for actor in actors[offset : offset + limit]]
         return page, len(actors)
 
@@ -377,20 +379,23 @@ class Hub:
         return Workflow(**self._state_from(stored).view(self.connection_count(workflow_id)))
 
     async def list_workflows(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self, status: str | None = None, limit: int = 100, offset: int = 0, *, newest: bool = False
     ) -> tuple[list[Workflow], int]:
-        """Workflows in creation order, optionally of one status, on any node.
+        """Workflows in creation order (``newest``: the newest first), optionally of
+        one status, on any node.
 
         Returns one page and the total that matched, from the broker if there
         is one. Raises :class:`InvalidEvent` for an unknown status and
         :class:`BrokerUnavailable` when the broker cannot be reached.
         """
         if self.broker is None:
-            return self._list_local(status, limit, offset)
+            return self._list_local(status, limit, offset, newest)
         _check_status(status)
         states = [self._state_from(stored) for stored in await self.broker.list()]
         if status is not None:
             states = [state for state in states if state.status == status]
+        if newest:
+            states.reverse()
         page = [
             Workflow(**state.view(self.connection_count(state.workflow_id)))
             for state in states[offset : offset + limit]

@@ -192,6 +192,13 @@ def _workflow_operations() -> dict[str, Operation]:
                 _STATUS_QUERY,
                 _int_query("limit", "At most this many workflows.", minimum=1, maximum=1000),
                 _int_query("offset", "Workflows to skip."),
+                {
+                    "name": "order",
+                    "in": "query",
+                    "required": False,
+                    "description": "oldest (the default) or newest first, by creation.",
+                    "schema": {"enum": ["oldest", "newest"]},
+                },
             ],
             "responses": {
                 "200": _json("One page of workflows and the total that matched.", page),

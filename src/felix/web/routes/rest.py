@@ -104,17 +104,23 @@ async def create_workflow() -> Response:
 
 
 async def list_workflows() -> Response:
-    """List workflows: ``?status=&limit=&offset=`` -> ``{"workflows", "total"}``."""
+    """List workflows: ``?status=&limit=&offset=&order=`` -> ``{"workflows", "total"}``."""
     status = request.args.get("status") or None
     limit = _query_int("limit", 100, minimum=1, maximum=1000)
     offset = _query_int("offset", 0)
-    workflows, total = await _hub().list_workflows(status=status, limit=limit, offset=offset)
+    order = request.args.get("order") or "oldest"
+    if order not in ("oldest", "newest"):
+        raise InvalidEvent(f"query parameter 'order' must be oldest or newest, got {quote(order)}")
+    workflows, total = await _hub().list_workflows(
+        status=status, limit=limit, offset=offset, newest=order == "newest"
+    )
     return _json(
         {
             "workflows": [workflow.to_json() for workflow in workflows],
             "total": total,
             "limit": limit,
             "offset": offset,
+            "order": order,
         },
         200,
     )
