@@ -208,16 +208,8 @@ async def test_a_dropped_connection_neither_loses_nor_repeats_an_event(
     async with FelixClient(server.http) as client:
         contents = [event.get("content") for event in await client.events(workflow_id)]
     outputs = [content for content in contents if content is not None]
-    if await server_has_idempotency(server):
-        assert outputs == ["output 0", "output 1", "output 2"]  # exactly once
-    else:
-        # An older server ignores the key: the retried publish may land twice,
-        # but nothing is lost and the order holds.
-        assert [c for i, c in enumerate(outputs) if i == 0 or c != outputs[i - 1]] == [
-            "output 0",
-            "output 1",
-            "output 2",
-        ]
+    assert await server_has_idempotency(server)
+    assert outputs == ["output 0", "output 1", "output 2"]  # exactly once
 
 
 async def test_run_publishes_cancelled_when_the_block_is_cancelled(

@@ -91,7 +91,7 @@ class DirectStreamWriter:
         """Have the kernel drop the connection once sent bytes go unacknowledged ``after`` s.
 
         A WebSocket peer that vanished is found by its missing pongs
-        (:mod:`felix.web.hypercorn.fix_dead_peers`); an event stream has no
+        (:mod:`felix.web.hypercorn.ws_stream`); an event stream has no
         pongs, but it sends a ``: ping`` every interval, and TCP acknowledges
         every byte: ``TCP_USER_TIMEOUT`` ends a connection whose peer stopped
         acknowledging, and the app gets its disconnect. Returns False where
