@@ -331,7 +331,8 @@ ENVIRONMENT: dict[str, tuple[str, str, str]] = {
     "max_client_frame_bytes": (
         "FELIX_MAX_CLIENT_FRAME_BYTES",
         "integer",
-        "Largest message a WebSocket client may send, in bytes; the server closes with 1009 "
+        "Largest message a subscriber's WebSocket may send, in bytes (the producer stream "
+        "takes up to FELIX_MAX_BODY_BYTES); the server closes with 1009 "
         "beyond.",
     ),
     "subscriber_buffer_bytes": (

@@ -306,3 +306,26 @@ async def test_the_window_holds_a_bounded_number_of_bytes(start_server: StartSer
         await send(ws, ref="r" * 257, workflow_id=other, event=EVENT)
         refused = await receive_json(ws)
     assert (refused["ref"], refused["error"]) == (None, "invalid")
+
+
+async def test_a_frame_may_be_as_large_as_a_rest_body(server: Server) -> None:
+    # The producer stream takes what POST …/events takes (FELIX_MAX_BODY_BYTES,
+    # 1 MiB), not FELIX_MAX_CLIENT_FRAME_BYTES (64 KiB), which still bounds the
+    # subscribers' WebSockets.
+    assert server.settings.max_client_frame_bytes < 300_000 < server.settings.max_body_bytes
+    async with server.client() as http:
+        workflow_id = await create_workflow(http)
+    batch = [{**EVENT, "content": "x" * 50_000} for _ in range(6)]
+    async with open_producer(server) as ws:
+        await start(ws)
+        await send(ws, ref=1, workflow_id=workflow_id, events=batch)
+        answer = await receive_json(ws)
+    assert (answer["type"], answer["accepted"]) == ("ack", 6)
+    subscriber = f"{server.ws}/api/v1/ws/workflows/{workflow_id}"
+    async with open_websocket_url(subscriber) as ws:
+        await receive_json(ws)  # connected
+        await ws.send_message("x" * 100_000)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.get_message()
+    assert closed.value.reason is not None
+    assert closed.value.reason.code == 1009

@@ -118,6 +118,13 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 def hypercorn_config(settings: Settings) -> FelixConfig:
     """The Hypercorn configuration Felix runs with (and its fixes read)."""
     config = FelixConfig.from_settings(settings)
+    # A WebSocket route that reads publishes (the producer stream) takes
+    # messages as large as its body limit; the others keep FELIX_MAX_CLIENT_FRAME_BYTES.
+    config.felix_message_limits = {
+        route.path: getattr(settings, route.body_limit)
+        for route in ROUTES
+        if route.websocket and route.body_limit is not None and not route.parameters
+    }
     config.bind = [f"{settings.host}:{settings.port}"]
     config.logger_class = RedactingLogger
     # JSON logs: access lines go through the root logger's JSON handler (stderr).

@@ -52,6 +52,10 @@ class FelixConfig(Config):
 
     def __init__(self) -> None:
         super().__init__()
+        #: WebSocket paths whose messages may be larger (or must be smaller) than
+        #: ``websocket_max_message_size``: the producer stream takes a publish
+        #: body's worth per frame. Exact paths; anything else gets the default.
+        self.felix_message_limits: dict[str, int] = {}
         #: The open connections, which shutdown aborts when their writes stall.
         self.felix_servers: set[FelixTCPServer] = set()
         #: Pings this server's WebSockets (one task, not one per connection).

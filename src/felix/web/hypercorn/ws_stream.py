@@ -38,6 +38,12 @@ delete the module and its two rebinds in ``install()``.
 5. **The HTTP/1.1 parser kept for the life of a WebSocket** (cost). After the
    ``101`` only raw bytes pass, yet the h11 connection and the parsed
    handshake headers are kept. ``_accept`` lets go of both. Not a defect.
+6. **One message size for every WebSocket path** (missing feature).
+   ``websocket_max_message_size`` applies to all routes, but the producer
+   stream takes a REST body's worth per frame while a subscriber's commands
+   are tiny. ``handle`` sets the buffer's limit from
+   ``FelixConfig.felix_message_limits`` for the request's path. Delete when
+   Hypercorn lets the app choose the limit per connection.
 """
 
 from __future__ import annotations
@@ -105,6 +111,11 @@ class FelixWSStream(WSStream):
         if isinstance(event, Body | Data):
             self.felix_heard = self.context.time()
         await super().handle(event)
+        if isinstance(event, Request):
+            # (6) A limit of this path's own, before any message arrives.
+            limit = self.config.felix_message_limits.get(self.scope.get("path"))
+            if limit is not None:
+                self.buffer.max_length = limit
         if isinstance(event, Request) and self.app_put is not None and self._felix_app_put is None:
             # Every message for the app passes through app_put, which
             # Hypercorn sets when it starts the app (4).
