@@ -96,17 +96,13 @@ def query_int(
     minimum: int = 0,
     maximum: int | None = None,
     error: type[FelixError],
-    saturate: bool = False,
 ) -> int:
     """Integer parameter ``name`` of ``query`` (``default`` when absent or empty).
 
     Raises ``error`` — :class:`~felix._errors.InvalidEvent` (422) on REST,
     :class:`~felix._errors.BadRequest` (400) at a handshake — naming the
     parameter, for anything but digits, more than :data:`MAX_INT_DIGITS`
-    digits, or a value outside ``minimum``..``maximum``. With ``saturate``
-    (a position such as ``after=``, where "beyond everything" is a fine
-    question), more digits than that read as the largest value instead;
-    ``int()`` never sees them either way.
+    digits (``int()`` never sees them), or a value outside ``minimum``..``maximum``.
     """
     raw = query.get(name)
     if raw is None or raw == "":
@@ -114,8 +110,6 @@ def query_int(
     if not raw.isascii() or not raw.isdigit():
         raise error(f"query parameter {name!r} must be a non-negative integer, got {quote(raw)}")
     if len(raw.lstrip("0")) > MAX_INT_DIGITS:
-        if saturate and maximum is None:
-            return 10**MAX_INT_DIGITS - 1
         raise error(
             f"query parameter {name!r} has {len(raw)} digits; at most {MAX_INT_DIGITS} are read"
         )

@@ -48,9 +48,7 @@ async def _json_body(*, optional: bool = False) -> Any:
     return parse_json(data, max_depth=_settings().max_json_depth, optional=optional)
 
 
-def _query_int(
-    name: str, default: int, *, minimum: int = 0, maximum: int | None = None, saturate: bool = False
-) -> int:
+def _query_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = None) -> int:
     return query_int(
         request.args,
         name,
@@ -58,7 +56,6 @@ def _query_int(
         minimum=minimum,
         maximum=maximum,
         error=InvalidEvent,
-        saturate=saturate,
     )
 
 
@@ -133,8 +130,9 @@ async def get_workflow(workflow_id: str) -> Response:
 
 async def list_events(workflow_id: str) -> Response:
     """Retained events with ``seq > after`` (default 0), at most ``limit``."""
-    # after= past any seq asks for nothing yet: an empty page, however many digits.
-    after = _query_int("after", 0, saturate=True)
+    # after= past the last seq asks for nothing yet: an empty page. More digits
+    # than any seq can have is a 422, like every integer parameter.
+    after = _query_int("after", 0)
     limit = _query_int(
         "limit", _settings().history_size, minimum=1, maximum=_settings().history_size
     )
