@@ -422,12 +422,13 @@ async def test_9_a_close_while_events_stream_is_echoed(server: Server, stream: s
 
 async def test_autobahn_kill_after_is_the_client_s_own_1001(server: Server) -> None:
     # Where the report's 1001 came from. Autobahn's fuzzing client is written
-    # for an echo server: in cases 1-7 it sends a message, waits for the echo,
-    # then closes 1000. Felix answers a command_error, never the echo, so the
-    # case's killAfter timer fires and Autobahn's failConnection() sends
-    # Close 1001 "Going Away" (its default code); Felix echoes that 1001, as
-    # RFC 6455 says. The "remote close code 1001" in those 65 reports is the
-    # client's own. This test plays that exchange.
+    # for an echo server: a case closes 1000 only once what it received equals
+    # the expected echoes (Case.finishWhenDone). Felix sends a connected frame
+    # and answers text with a command_error, so no case matches; its
+    # killAfter(1) timer then calls failConnection(), whose default is Close
+    # 1001 "Going Away", and Felix echoes that 1001, as RFC 6455 says. The
+    # remote close code 1001 in those 65 reports is the client's own. This
+    # test plays that exchange (it pins the echo, not a fix).
     sock, _ = await open_stream(server, "workflow")
     with sock:
         await sock.send(frame(1, b"Hello"))
