@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -117,16 +117,27 @@ def read_frames(buffer: bytes) -> tuple[list[tuple[int, bytes]], bytes]:
     return frames, buffer
 
 
-async def until_close(sock: trio.socket.SocketType) -> tuple[list[tuple[int, bytes]], bool]:
-    """Every frame up to the server's Close, and whether the socket then ended."""
-    frames: list[tuple[int, bytes]] = []
-    buffer = b""
+Frames = list[tuple[int, bytes]]
+
+
+async def read_until(
+    sock: trio.socket.SocketType, buffer: bytes, done: Callable[[Frames], bool]
+) -> tuple[Frames, bytes]:
+    """Read whole frames until ``done`` says so; the frames and the bytes left over."""
+    frames: Frames = []
     with trio.fail_after(5):
-        while not any(opcode == 8 for opcode, _ in frames):
+        while not done(frames):
             chunk = await sock.recv(65536)
-            assert chunk, f"the connection ended without a Close after {frames}"
+            assert chunk, f"the connection ended after {frames}"
             got, buffer = read_frames(buffer + chunk)
             frames += got
+    return frames, buffer
+
+
+async def until_close(sock: trio.socket.SocketType, buffer: bytes = b"") -> tuple[Frames, bool]:
+    """Every frame up to the server's Close, and whether the socket then ended."""
+    frames, _ = await read_until(sock, buffer, lambda got: any(op == 8 for op, _ in got))
+    with trio.fail_after(5):
         ended = await sock.recv(65536) == b""
     return frames, ended
 
@@ -314,15 +325,18 @@ async def test_7_a_resume_past_the_byte_bound_is_not_recovered(start_server: Sta
 STREAMS = ["workflow", "system"]
 
 
+def stream_path(stream: str, workflow_id: str) -> str:
+    """The WebSocket path of a workflow's stream or of the system stream."""
+    if stream == "workflow":
+        return f"/api/v1/ws/workflows/{workflow_id}"
+    return "/api/v1/ws/system/events"
+
+
 async def open_stream(server: Server, stream: str) -> tuple[trio.socket.SocketType, str]:
-    """A raw WebSocket on one stream, past its ``connected`` frame; and the workflow id."""
+    """A raw WebSocket opened on one stream (nothing read yet), and the workflow id."""
     async with server.client() as http:
         workflow_id = await create_workflow(http)
-    path = (
-        f"/api/v1/ws/workflows/{workflow_id}"
-        if stream == "workflow"
-        else ("/api/v1/ws/system/events")
-    )
+    path = stream_path(stream, workflow_id)
     sock, head = await raw_websocket(server.http, path)
     assert head.startswith(b"HTTP/1.1 101 ")
     return sock, workflow_id
@@ -381,11 +395,7 @@ async def test_9_data_before_the_101_is_refused_and_closed(server: Server, strea
     # a subscriber left behind, never told the client had gone.
     async with server.client() as http:
         workflow_id = await create_workflow(http)
-    path = (
-        f"/api/v1/ws/workflows/{workflow_id}"
-        if stream == "workflow"
-        else ("/api/v1/ws/system/events")
-    )
+    path = stream_path(stream, workflow_id)
     request = (
         f"GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
@@ -412,10 +422,11 @@ async def test_9_a_close_while_events_stream_is_echoed(server: Server, stream: s
 
             nursery.start_soon(publish_many)
             # Wait until events are arriving, then close mid-stream.
-            with trio.fail_after(5):
-                assert await sock.recv(4096)
+            _, rest = await read_until(
+                sock, b"", lambda got: any(b'"agent_output"' in payload for _, payload in got)
+            )
             await sock.send(close_frame(1000))
-            frames, ended = await until_close(sock)
+            frames, ended = await until_close(sock, rest)
     assert close_code(frames) == 1000
     assert ended
 
@@ -432,14 +443,11 @@ async def test_autobahn_kill_after_is_the_client_s_own_1001(server: Server) -> N
     sock, _ = await open_stream(server, "workflow")
     with sock:
         await sock.send(frame(1, b"Hello"))
-        buffer = b""
-        with trio.fail_after(5):
-            replies: list[tuple[int, bytes]] = []
-            while not any(b"command_error" in payload for _, payload in replies):
-                got, buffer = read_frames(buffer + await sock.recv(65536))
-                replies += got
+        _, rest = await read_until(
+            sock, b"", lambda got: any(b"command_error" in payload for _, payload in got)
+        )
         await sock.send(close_frame(1001, b"Going Away"))
-        frames, _ = await until_close(sock)
+        frames, _ = await until_close(sock, rest)
     assert close_code(frames) == 1001
 
 
