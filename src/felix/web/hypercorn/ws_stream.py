@@ -38,7 +38,17 @@ delete the module and its two rebinds in ``install()``.
 5. **The HTTP/1.1 parser kept for the life of a WebSocket** (cost). After the
    ``101`` only raw bytes pass, yet the h11 connection and the parsed
    handshake headers are kept. ``_accept`` lets go of both. Not a defect.
-6. **One message size for every WebSocket path** (missing feature).
+6. **Data before the handshake is answered** (defect). RFC 6455 §4.1 says a
+   client waits for the ``101``; one that sends frames with its handshake
+   (a Close in the same write) gets Hypercorn's ``400``, sent while the app
+   may be accepting: the app's ``101`` then raises h11's ``LocalProtocolError``
+   (a traceback), the connection is never closed, and the app is never told
+   of the disconnect (its task and subscription live on). ``handle`` marks
+   the stream closed before the ``400`` (now with a JSON body), tells the app
+   and closes the connection. Delete when
+   ``tests/web/test_hostile_input.py::test_9_data_before_the_101_is_refused_and_closed``
+   passes without it.
+7. **One message size for every WebSocket path** (missing feature).
    ``websocket_max_message_size`` applies to all routes, but the producer
    stream takes a REST body's worth per frame while a subscriber's commands
    are tiny. ``handle`` sets the buffer's limit from
@@ -51,7 +61,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from hypercorn.protocol.events import Body, Data, Event, Request, StreamClosed
+from hypercorn.protocol.events import Body, Data, EndBody, Event, Request, Response, StreamClosed
 from hypercorn.protocol.h11 import H11WSConnection
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, FrameTooLargeError, WSStream
 from hypercorn.typing import WebsocketAcceptEvent
@@ -59,6 +69,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Message, Ping
 from wsproto.frame_protocol import CloseReason
 
+from felix._core.events import encode
 from felix.web.hypercorn.config import FelixConfig
 from felix.web.hypercorn.pinger import Pinger
 from felix.web.hypercorn.tcp_server import CURRENT_SERVER
@@ -110,9 +121,12 @@ class FelixWSStream(WSStream):
     async def handle(self, event: Event) -> None:
         if isinstance(event, Body | Data):
             self.felix_heard = self.context.time()
+            if not self.closed and not self.handshake.accepted:
+                await self._felix_refuse_early_data()  # (6)
+                return
         await super().handle(event)
         if isinstance(event, Request):
-            # (6) A limit of this path's own, before any message arrives.
+            # (7) A limit of this path's own, before any message arrives.
             limit = self.config.felix_message_limits.get(self.scope.get("path"))
             if limit is not None:
                 self.buffer.max_length = limit
@@ -124,6 +138,33 @@ class FelixWSStream(WSStream):
         if self.closed and self._felix_pinger is not None:
             self._felix_pinger.forget(self)
             self._felix_pinger = None
+
+    # --- 6: data before the 101 ------------------------------------------------------
+
+    async def _felix_refuse_early_data(self) -> None:
+        """Answer 400 and close; the app is told it lost the client (never raises)."""
+        if self.state is not ASGIWebsocketState.HANDSHAKE or getattr(self, "response", None):
+            return  # the app's own refusal is under way, and closes the connection
+        # Closed first: an accept racing the 400 is then dropped by app_send.
+        self.closed = True
+        body = encode(
+            {
+                "error": "bad_request",
+                "message": "WebSocket data arrived before the handshake was answered",
+            }
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close"),
+        ]
+        await self.send(Response(stream_id=self.stream_id, status_code=400, headers=headers))
+        await self.send(Body(stream_id=self.stream_id, data=body))
+        await self.send(EndBody(stream_id=self.stream_id))
+        if self.app_put is not None:
+            code = CloseReason.ABNORMAL_CLOSURE.value
+            await self.app_put({"type": "websocket.disconnect", "code": code})
+        await self.send(StreamClosed(stream_id=self.stream_id))
 
     # --- 4: direct reads ---------------------------------------------------------
 
