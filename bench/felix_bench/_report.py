@@ -320,7 +320,8 @@ def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
             xytext=(0, 2),
             textcoords="offset points",
         )
-    ratio_text = ""
+    # Two sides: their ratio; one side: its name (an absolute target bounds its value).
+    ratio_text = item.sides[0]
     if len(item.sides) > 1:
         ratio = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
         ratio_text = f"{'/'.join(item.sides)} {ratio}"
@@ -372,7 +373,5 @@ def _targets_panel(ax: Any, targets: Sequence[tuple[str, MetricSummary]]) -> Non
     ax.set_yticks(positions, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, max([*factors, *goals]) * 1.3)
-    ax.set_title(
-        "targets: times better than the other side\n(dashed: target, grey: parity)", fontsize=9
-    )
+    ax.set_title("targets: times better\n(dashed: target, grey: parity)", fontsize=9)
     ax.tick_params(labelsize=8)
