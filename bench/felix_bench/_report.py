@@ -67,10 +67,13 @@ class MetricSummary:
         document.update(
             ratio=_finite(self.ratio),
             target=self.metric.target_text() or None,
-            target_on="first side's value" if self.metric.absolute else "ratio",
+            target_on=None if self.metric.target is None else self._target_on(),
             meets_target=self.meets,
         )
         return document
+
+    def _target_on(self) -> str:
+        return f"{self.sides[0]}'s value" if self.metric.absolute else "ratio"
 
 
 @dataclass
