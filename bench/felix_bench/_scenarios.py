@@ -164,6 +164,10 @@ class Scenario:
     #: compares Felix's two transports; the producer scenarios run Felix alone.
     sides: tuple[str, ...] = SERVERS
 
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.sides) <= 2:
+            raise ValueError(f"{self.name}: a scenario has one or two sides, not {self.sides}")
+
     def plan(self, quick: bool) -> Plan:
         """The plan of the chosen profile."""
         return self.quick if quick else self.full
