@@ -3,8 +3,10 @@
 The orchestrator (this package) starts a fresh server for every run, pinned
 to one CPU, and drives it with Node ``ws`` load generators in separate
 processes pinned to the other (``bench/node/loadgen.js``). Each scenario runs
-against Felix and the seed-style baseline alternately for a few rounds; the
-medians and their ratios go to a table, ``results.json`` and ``chart.png``.
+against its sides alternately for a few rounds: most against Felix and the
+seed-style baseline, ``sse-fanout`` against Felix on SSE and on WebSockets,
+the producer scenarios against Felix alone. The medians and their ratios go to
+a table, ``results.json`` and ``chart.png``.
 Every subscriber checks that it got every event exactly once, in order.
 
 A development tool, not part of the ``felix`` package: run it from a checkout

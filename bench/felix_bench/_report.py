@@ -8,10 +8,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from felix_bench._scenarios import COMMON_METRICS, Metric, RunResult, Scenario
-from felix_bench._servers import SERVERS
 from felix_bench._stats import median, ratio
 
 __all__ = ["MetricSummary", "ScenarioSummary", "format_table", "summarize", "write_chart"]
@@ -19,38 +18,62 @@ __all__ = ["MetricSummary", "ScenarioSummary", "format_table", "summarize", "wri
 
 @dataclass
 class MetricSummary:
-    """One metric of one scenario: each server's median over rounds, and the ratio."""
+    """One metric of one scenario: each side's median over rounds, and their ratio.
+
+    ``medians`` and ``rounds`` follow the scenario's sides: two sides (Felix
+    and the seed, or ``felix:sse`` and ``felix:ws``), or Felix alone.
+    """
 
     metric: Metric
-    felix: float
-    seed: float
-    felix_rounds: list[float]
-    seed_rounds: list[float]
+    sides: tuple[str, ...]
+    medians: list[float]
+    rounds: list[list[float]]
+
+    @property
+    def first(self) -> float:
+        """The first side's median (Felix's)."""
+        return self.medians[0]
+
+    @property
+    def second(self) -> float:
+        """The second side's median; NaN when the scenario has one side."""
+        return self.medians[1] if len(self.medians) > 1 else math.nan
 
     @property
     def ratio(self) -> float:
-        """felix / seed."""
-        return ratio(self.felix, self.seed)
+        """first / second; NaN when the scenario has one side."""
+        return ratio(self.first, self.second) if len(self.medians) > 1 else math.nan
+
+    @property
+    def judged(self) -> float:
+        """What the target bounds: the ratio, or the first side's own value if ``absolute``."""
+        return self.first if self.metric.absolute else self.ratio
 
     @property
     def meets(self) -> bool | None:
         """Whether the target holds (None when the metric has no target)."""
-        return self.metric.meets(self.ratio)
+        return self.metric.meets(self.judged)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form (NaN becomes null)."""
-        return {
+        """The JSON form (NaN becomes null); each side's median under its own name."""
+        document: dict[str, Any] = {
             "label": self.metric.label,
             "unit": self.metric.unit,
             "higher_is_better": self.metric.higher_is_better,
-            "felix": _finite(self.felix),
-            "seed": _finite(self.seed),
-            "felix_rounds": [_finite(v) for v in self.felix_rounds],
-            "seed_rounds": [_finite(v) for v in self.seed_rounds],
-            "ratio": _finite(self.ratio),
-            "target": self.metric.target_text() or None,
-            "meets_target": self.meets,
         }
+        for side, value, rounds in zip(self.sides, self.medians, self.rounds, strict=True):
+            document[side] = _finite(value)
+            document[f"{side}_rounds"] = [_finite(v) for v in rounds]
+        document.update(
+            ratio=_finite(self.ratio),
+            target=self.metric.target_text() or None,
+            target_on=None if self.metric.target is None else self._target_on(),
+            meets_target=self.meets,
+        )
+        return document
+
+    def _target_on(self) -> str:
+        return f"{self.sides[0]}'s value" if self.metric.absolute else "ratio"
 
 
 @dataclass
@@ -65,13 +88,15 @@ class ScenarioSummary:
 
     @property
     def correct(self) -> bool:
-        """Every run of both servers completed and passed its audit."""
+        """Every run of every side completed and passed its audit."""
         return all(self.correctness.values())
 
-    def correctness_text(self, server: str) -> str:
-        """``ok`` or the first failure of ``server``'s runs."""
+    def correctness_text(self, side: str) -> str:
+        """``ok``, the first failure of ``side``'s runs, or ``not run``."""
+        if side not in self.scenario.sides:
+            return "not run"
         for run in self.runs:
-            if run.server != server:
+            if run.server != side:
                 continue
             if run.error is not None:
                 return "FAILED (run error)"
@@ -85,29 +110,24 @@ def _finite(value: float) -> float | None:
 
 
 def summarize(scenario: Scenario, plan: str, runs: Sequence[RunResult]) -> ScenarioSummary:
-    """Medians per side over the rounds, for the scenario's metrics and the common ones.
-
-    The first side (Felix, or ``felix:sse``) fills the ``felix`` fields, the
-    second (the seed, or ``felix:ws``) the ``seed`` ones.
-    """
-    first, second = scenario.sides
+    """Medians per side over the rounds, for the scenario's metrics and the common ones."""
+    sides = scenario.sides
     metrics = []
     for metric in (*scenario.metrics, *COMMON_METRICS):
-        rounds = {
-            side: [run.metrics.get(metric.key, math.nan) for run in runs if run.server == side]
-            for side in (first, second)
-        }
+        rounds = [
+            [run.metrics.get(metric.key, math.nan) for run in runs if run.server == side]
+            for side in sides
+        ]
         metrics.append(
             MetricSummary(
                 metric=metric,
-                felix=median(rounds[first]),
-                seed=median(rounds[second]),
-                felix_rounds=rounds[first],
-                seed_rounds=rounds[second],
+                sides=sides,
+                medians=[median(values) for values in rounds],
+                rounds=rounds,
             )
         )
     summary = ScenarioSummary(scenario=scenario, plan=plan, metrics=metrics, runs=list(runs))
-    for side in (first, second):
+    for side in sides:
         mine = [run for run in runs if run.server == side]
         summary.correctness[side] = bool(mine) and all(run.ok for run in mine)
     return summary
@@ -123,45 +143,15 @@ def format_value(value: float, digits: int) -> str:
 
 
 def format_table(summaries: Sequence[ScenarioSummary]) -> str:
-    """The results table: scenario, metric, felix, seed, ratio, target, result."""
+    """The results table: scenario, metric, felix, seed, ratio, target, result.
+
+    A scenario with other sides says which side each column holds; a
+    one-sided scenario leaves the second column and the ratio empty.
+    """
     header = ("scenario", "metric", "felix", "seed", "ratio", "target", "result")
     rows: list[tuple[str, ...]] = []
     for summary in summaries:
-        title = summary.scenario.title
-        for item in summary.metrics:
-            metric = item.metric
-            meets = item.meets
-            verdict = "" if meets is None else ("PASS" if meets else "MISS")
-            ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "-"
-            rows.append(
-                (
-                    title,
-                    f"{metric.label} ({metric.unit})",
-                    format_value(item.felix, metric.digits),
-                    format_value(item.seed, metric.digits),
-                    ratio_text,
-                    metric.target_text(),
-                    verdict,
-                )
-            )
-            title = ""
-        if not summary.scenario.against_seed:
-            rows.insert(
-                len(rows) - len(summary.metrics) + 1,
-                ("", "(columns: " + " | ".join(summary.scenario.sides) + ")", "", "", "", "", ""),
-            )
-        first, second = summary.scenario.sides
-        rows.append(
-            (
-                "",
-                "exactly once, in order",
-                _short(summary.correctness_text(first)),
-                _short(summary.correctness_text(second)),
-                "",
-                "0 lost/dup/reordered",
-                "PASS" if summary.correct else "FAIL",
-            )
-        )
+        rows.extend(_scenario_rows(summary))
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     right = {2, 3, 4}
 
@@ -180,6 +170,44 @@ def format_table(summaries: Sequence[ScenarioSummary]) -> str:
         out.append(line(row))
         previous = row
     return "\n".join(out)
+
+
+def _scenario_rows(summary: ScenarioSummary) -> list[tuple[str, ...]]:
+    """One scenario's rows: its columns (if not felix | seed), metrics, exactly-once."""
+    sides = summary.scenario.sides
+    rows: list[tuple[str, ...]] = []
+    if not summary.scenario.against_seed:
+        rows.append(("", "(columns: " + " | ".join(sides) + ")", "", "", "", "", ""))
+    for item in summary.metrics:
+        metric = item.metric
+        meets = item.meets
+        target = metric.target_text()
+        if target and metric.absolute:
+            target = f"{sides[0]} {target}"
+        rows.append(
+            (
+                "",
+                f"{metric.label} ({metric.unit})",
+                format_value(item.first, metric.digits),
+                format_value(item.second, metric.digits),
+                f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "-",
+                target,
+                "" if meets is None else ("PASS" if meets else "MISS"),
+            )
+        )
+    rows.append(
+        (
+            "",
+            "exactly once, in order",
+            _short(summary.correctness_text(sides[0])),
+            _short(summary.correctness_text(sides[1])) if len(sides) > 1 else "-",
+            "",
+            "0 lost/dup/reordered",
+            "PASS" if summary.correct else "FAIL",
+        )
+    )
+    rows[0] = (summary.scenario.title, *rows[0][1:])
+    return rows
 
 
 def _short(text: str) -> str:
@@ -223,7 +251,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
 
 
 def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str) -> None:
-    """One panel per headline metric: felix vs seed (median, min-max of rounds).
+    """One panel per headline metric: each side's median, min-max of rounds.
 
     matplotlib is imported here, and only here: it is the bench's dependency,
     not Felix's.
@@ -233,7 +261,7 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     matplotlib.use("Agg")
     plt = importlib.import_module("matplotlib.pyplot")
 
-    panels: list[tuple[str, MetricSummary, tuple[str, str]]] = []
+    panels: list[tuple[str, MetricSummary]] = []
     for summary in summaries:
         for item in summary.metrics:
             headline = item.metric.target is not None or item.metric.key in (
@@ -241,7 +269,7 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
                 "connects_per_s",
             )
             if headline:
-                panels.append((summary.scenario.title, item, summary.scenario.sides))
+                panels.append((summary.scenario.title, item))
     targets = [
         (summary.scenario.title, item)
         for summary in summaries
@@ -254,45 +282,10 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     columns = min(4, count)
     rows = math.ceil(count / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.4 * rows), squeeze=False)
-    colors = {"felix": "#2b6cb0", "seed": "#a0aec0"}
     for ax in axes.flat[count:]:
         ax.set_visible(False)
-    for ax, (title, item, sides) in zip(axes.flat, panels, strict=False):
-        values = [item.felix, item.seed]
-        spreads = [
-            [v for v in item.felix_rounds if math.isfinite(v)],
-            [v for v in item.seed_rounds if math.isfinite(v)],
-        ]
-        heights = [v if math.isfinite(v) else 0.0 for v in values]
-        lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
-        upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
-        ax.bar(
-            list(sides),
-            heights,
-            color=[colors[s] for s in SERVERS],
-            yerr=[lower, upper],
-            capsize=4,
-        )
-        for x, value in enumerate(values):
-            ax.annotate(
-                format_value(value, item.metric.digits),
-                (x, heights[x] + upper[x]),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
-        ratio_text = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
-        target = f", target {item.metric.target_text()}" if item.metric.target else ""
-        ax.set_title(
-            f"{title}\n{item.metric.label}\n{'/'.join(sides)} {ratio_text}{target}",
-            fontsize=9,
-            color=_VERDICT_COLORS[item.meets],
-        )
-        ax.set_ylabel(item.metric.unit, fontsize=8)
-        ax.tick_params(labelsize=8)
-        ax.margins(y=0.15)
+    for ax, (title, item) in zip(axes.flat, panels, strict=False):
+        _metric_panel(ax, title, item)
     if targets:
         _targets_panel(axes.flat[len(panels)], targets)
     figure.suptitle(f"felix vs seed-style server (median of rounds) - {subtitle}", fontsize=10)
@@ -302,19 +295,64 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
     plt.close(figure)
 
 
+#: Bar colours by side position: Felix (or the first side), then the other.
+_SIDE_COLORS: Final = ("#2b6cb0", "#a0aec0")
+
+
+def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
+    """One metric's bars: each side's median, the rounds' min-max as error bars."""
+    values = item.medians
+    spreads = [[v for v in rounds if math.isfinite(v)] for rounds in item.rounds]
+    heights = [v if math.isfinite(v) else 0.0 for v in values]
+    lower = [h - min(r, default=h) for h, r in zip(heights, spreads, strict=True)]
+    upper = [max(r, default=h) - h for h, r in zip(heights, spreads, strict=True)]
+    ax.bar(
+        list(item.sides),
+        heights,
+        color=list(_SIDE_COLORS[: len(item.sides)]),
+        yerr=[lower, upper],
+        capsize=4,
+    )
+    for x, value in enumerate(values):
+        ax.annotate(
+            format_value(value, item.metric.digits),
+            (x, heights[x] + upper[x]),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+            xytext=(0, 2),
+            textcoords="offset points",
+        )
+    # Two sides: their ratio; one side: its name (an absolute target bounds its value).
+    ratio_text = item.sides[0]
+    if len(item.sides) > 1:
+        ratio = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
+        ratio_text = f"{'/'.join(item.sides)} {ratio}"
+    target = f", target {item.metric.target_text()}" if item.metric.target else ""
+    ax.set_title(
+        f"{title}\n{item.metric.label}\n{ratio_text}{target}",
+        fontsize=9,
+        color=_VERDICT_COLORS[item.meets],
+    )
+    ax.set_ylabel(item.metric.unit, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.margins(y=0.15)
+
+
 _VERDICT_COLORS: dict[bool | None, str] = {True: "#276749", False: "#c53030", None: "black"}
 
 
 def _targets_panel(ax: Any, targets: Sequence[tuple[str, MetricSummary]]) -> None:
-    """Every target as "times better than the seed" (all four targets read 2x).
+    """Every target as "times better than the other side".
 
-    For a higher-is-better metric that is felix/seed, for a lower-is-better one
-    seed/felix, so every bar is read the same way: right of 1 beats the seed,
-    right of the target line meets the target.
+    For a higher-is-better metric that is first/second, for a lower-is-better
+    one second/first, so every bar is read the same way: right of 1 beats the
+    other side, right of the target line meets the target. An ``absolute``
+    target (the producer stream against POST, Felix alone) shows Felix's own ratio.
     """
     labels, factors, colors, goals = [], [], [], []
     for title, item in targets:
-        r = item.ratio
+        r = item.judged
         factor = r if item.metric.higher_is_better else (1 / r if r else math.nan)
         goal = item.metric.target or 1.0
         labels.append(f"{title}\n{item.metric.label}")
@@ -338,5 +376,5 @@ def _targets_panel(ax: Any, targets: Sequence[tuple[str, MetricSummary]]) -> Non
     ax.set_yticks(positions, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_xlim(0, max([*factors, *goals]) * 1.3)
-    ax.set_title("targets: times better than seed\n(dashed: target, grey: parity)", fontsize=9)
+    ax.set_title("targets: times better\n(dashed: target, grey: parity)", fontsize=9)
     ax.tick_params(labelsize=8)

@@ -227,39 +227,11 @@ def run_bench(options: Options) -> int:
         felix_command=felix_command(),
         felix_extra_env=dict(options.felix_env),
     )
+    meta = _describe(
+        options, pinning=pinning, setup=setup, node_version=node_version, nofile=nofile, root=root
+    )
+    _announce(meta, options)
     scenarios = [SCENARIOS[name] for name in options.scenarios]
-    rounds = options.round_count
-    meta: dict[str, Any] = {
-        "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "profile": "quick" if options.quick else "full",
-        "rounds": rounds,
-        "interleaving": "per scenario, rounds alternate felix/seed and seed/felix",
-        "pinning": pinning.describe(),
-        "cpus": os.cpu_count(),
-        "load_average_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-        "node": node_version,
-        "open_files_limit": nofile,
-        "felix_command": " ".join(setup.felix_command),
-        "felix_settings": describe_env(options.felix_env),
-        "seed_dir": str(seed_dir),
-        "client_permessage_deflate": options.deflate,
-        "commit": _git_commit(root),
-    }
-    say(
-        f"felix bench ({meta['profile']}, {rounds} round(s), "
-        f"scenarios: {', '.join(options.scenarios)})"
-    )
-    say(f"  pinning: {meta['pinning']}")
-    say(f"  felix settings: {'; '.join(meta['felix_settings'])}; everything else default")
-    say(f"  seed-style server: {seed_dir} (its own venv, run.sh)")
-    say(
-        f"  load generator: node {node_version}, separate processes; clients "
-        + ("offer permessage-deflate (ws)" if options.deflate else "lean, no permessage-deflate")
-    )
-    say(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-
-    results: dict[str, list[RunResult]] = {scenario.name: [] for scenario in scenarios}
     with open_context(
         root=root,
         pinning=pinning,
@@ -269,23 +241,7 @@ def run_bench(options: Options) -> int:
         deflate=options.deflate,
         scratch_prefix="felix-bench-",
     ) as ctx:
-        for scenario in scenarios:
-            plan = scenario.plan(options.quick)
-            say(f"\n{scenario.title}: {plan.describe()}")
-            for round_number in range(1, rounds + 1):
-                sides = scenario.sides
-                order: Sequence[str] = sides if round_number % 2 else sides[::-1]
-                for server in order:
-                    run = run_once(ctx, scenario, plan, server, round_number)
-                    results[scenario.name].append(run)
-                    say(_progress(run, scenario))
-                    if run.error:
-                        say("    " + run.error.replace("\n", "\n    "))
-                    elif not run.check.ok:
-                        say(f"    {run.check.describe()}")
-                        for message in run.check.errors[:6]:
-                            say(f"      {message}")
-
+        results = {scenario.name: _rounds(ctx, scenario, options) for scenario in scenarios}
     summaries = [
         summarize(scenario, scenario.plan(options.quick).describe(), results[scenario.name])
         for scenario in scenarios
@@ -293,16 +249,106 @@ def run_bench(options: Options) -> int:
     return _report(summaries, meta, out_dir, options, began)
 
 
-def _report(
-    summaries: list[ScenarioSummary],
-    meta: dict[str, Any],
-    out_dir: Path,
+def _describe(
     options: Options,
-    began: float,
-) -> int:
-    correct = all(summary.correct for summary in summaries)
+    *,
+    pinning: Pinning,
+    setup: ServerSetup,
+    node_version: str,
+    nofile: int,
+    root: Path,
+) -> dict[str, Any]:
+    """The run's conditions, for results.json and the header."""
+    return {
+        "started_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "profile": "quick" if options.quick else "full",
+        "rounds": options.round_count,
+        "interleaving": "per scenario, rounds alternate the sides' order (felix/seed, seed/felix)",
+        "pinning": pinning.describe(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "node": node_version,
+        "open_files_limit": nofile,
+        "felix_command": " ".join(setup.felix_command),
+        "felix_settings": describe_env(options.felix_env),
+        "seed_dir": str(setup.seed_dir),
+        "client_permessage_deflate": options.deflate,
+        "commit": _git_commit(root),
+    }
+
+
+def _announce(meta: dict[str, Any], options: Options) -> None:
+    say(
+        f"felix bench ({meta['profile']}, {meta['rounds']} round(s), "
+        f"scenarios: {', '.join(options.scenarios)})"
+    )
+    say(f"  pinning: {meta['pinning']}")
+    say(f"  felix settings: {'; '.join(meta['felix_settings'])}; everything else default")
+    say(f"  seed-style server: {meta['seed_dir']} (its own venv, run.sh)")
+    say(
+        f"  load generator: node {meta['node']}, separate processes; clients "
+        + ("offer permessage-deflate (ws)" if options.deflate else "lean, no permessage-deflate")
+    )
+    say(f"  load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def _rounds(ctx: Context, scenario: Scenario, options: Options) -> list[RunResult]:
+    """Every round of one scenario, its sides' order alternating round by round."""
+    plan = scenario.plan(options.quick)
+    say(f"\n{scenario.title}: {plan.describe()}")
+    runs: list[RunResult] = []
+    for round_number in range(1, options.round_count + 1):
+        sides = scenario.sides
+        order: Sequence[str] = sides if round_number % 2 else sides[::-1]
+        for side in order:
+            run = run_once(ctx, scenario, plan, side, round_number)
+            runs.append(run)
+            say(_progress(run, scenario))
+            if run.error:
+                say("    " + run.error.replace("\n", "\n    "))
+            elif not run.check.ok:
+                say(f"    {run.check.describe()}")
+                for message in run.check.errors[:6]:
+                    say(f"      {message}")
+    return runs
+
+
+def _say_generator_load(summaries: list[ScenarioSummary]) -> None:
+    """How busy the load generators were, and a warning where they may be the bound."""
+    generator = [
+        f"{s.scenario.name} " + "/".join(f"{value:.0f}%" for value in item.medians)
+        for s in summaries
+        for item in s.metrics
+        if item.metric.key == "generator_cpu_pct"
+    ]
+    for summary in summaries:
+        if not summary.scenario.against_seed:
+            say(f"\n{summary.scenario.title}: the columns are {' | '.join(summary.scenario.sides)}")
+    say(
+        "\nratio = felix / seed (medians of rounds; first / second side where the "
+        "scenario says so; none where it runs Felix alone). CPU is % of one core over the "
+        "measured window; generator CPU (per side's run), all generator processes "
+        "together on their own core: " + ", ".join(generator)
+    )
+    bound = [
+        s.scenario.title
+        for s in summaries
+        for item in s.metrics
+        if item.metric.key == "generator_cpu_pct" and max(item.medians) > 90
+    ]
+    if bound:
+        say(
+            "WARNING: the generator used over 90% of its core in: "
+            + ", ".join(bound)
+            + " - those numbers may be generator-bound"
+        )
+
+
+def _target_lines(summaries: list[ScenarioSummary]) -> tuple[list[str], list[str]]:
+    """The targets missed, and those that could not be measured."""
     misses = [
-        f"{summary.scenario.title}: {item.metric.label} {item.ratio:.2f}x "
+        f"{summary.scenario.title}: {item.metric.label} {item.judged:.2f}x "
         f"(target {item.metric.target_text()})"
         for summary in summaries
         for item in summary.metrics
@@ -314,40 +360,15 @@ def _report(
         for item in summary.metrics
         if item.metric.target is not None and item.meets is None
     ]
-    wall = time.monotonic() - began
-    meta["wall_s"] = round(wall, 1)
-    say("\n" + format_table(summaries))
-    generator = [
-        f"{s.scenario.name} {item.felix:.0f}%/{item.seed:.0f}%"
-        for s in summaries
-        for item in s.metrics
-        if item.metric.key == "generator_cpu_pct"
-    ]
-    for summary in summaries:
-        if not summary.scenario.against_seed:
-            first, second = summary.scenario.sides
-            say(f"\n{summary.scenario.title}: the columns are {first} | {second}")
-    say(
-        "\nratio = felix / seed (medians of rounds; first / second side where the "
-        "scenario says so). CPU is % of one core over the "
-        "measured window; generator CPU (felix run/seed run), all generator processes "
-        "together on their own core: " + ", ".join(generator)
-    )
-    bound = [
-        s.scenario.title
-        for s in summaries
-        for item in s.metrics
-        if item.metric.key == "generator_cpu_pct" and max(item.felix, item.seed) > 90
-    ]
-    if bound:
-        say(
-            "WARNING: the generator used over 90% of its core in: "
-            + ", ".join(bound)
-            + " - those numbers may be generator-bound"
-        )
+    return misses, unmeasured
+
+
+def _write_outputs(summaries: list[ScenarioSummary], meta: dict[str, Any], out_dir: Path) -> None:
+    """results.json, then the chart (if matplotlib is there); says where they went."""
+    misses, unmeasured = _target_lines(summaries)
     document = {
         "meta": meta,
-        "correct": correct,
+        "correct": all(summary.correct for summary in summaries),
         "targets_met": not misses and not unmeasured,
         "target_misses": misses,
         "scenarios": to_json(summaries),
@@ -361,13 +382,29 @@ def _report(
     except ImportError:
         chart_note = "not written: matplotlib is not installed (pip install matplotlib)"
     say(f"\nresults: {json_path}\nchart: {chart_note}\nlogs: {out_dir / 'logs'}")
+
+
+def _report(
+    summaries: list[ScenarioSummary],
+    meta: dict[str, Any],
+    out_dir: Path,
+    options: Options,
+    began: float,
+) -> int:
+    """Print the table and the verdicts, write the files; returns the exit status."""
+    wall = time.monotonic() - began
+    meta["wall_s"] = round(wall, 1)
+    say("\n" + format_table(summaries))
+    _say_generator_load(summaries)
+    _write_outputs(summaries, meta, out_dir)
     say(f"wall time: {wall:.0f} s")
     status = 0
-    if not correct:
+    if not all(summary.correct for summary in summaries):
         say("\nFAILED: events were lost, duplicated or reordered, or a run broke (see above)")
         status = 1
     else:
         say("\ncorrectness: every subscriber got every event exactly once, in order")
+    misses, unmeasured = _target_lines(summaries)
     if misses or unmeasured:
         say("target misses:" if misses else "targets not measured:")
         for line in misses + unmeasured:

@@ -61,7 +61,11 @@ DRAIN_MS: Final = 20_000
 
 @dataclass(frozen=True)
 class Metric:
-    """One measured quantity; ``target`` is a bound on the felix/seed ratio."""
+    """One measured quantity; ``target`` bounds the ratio of the scenario's two sides.
+
+    With ``absolute``, the target bounds the first side's own value instead (a
+    ratio measured within one run, like the producer stream against POST).
+    """
 
     key: str
     label: str
@@ -69,6 +73,7 @@ class Metric:
     higher_is_better: bool
     target: float | None = None
     digits: int = 0
+    absolute: bool = False
 
     def target_text(self) -> str:
         """The target as the table shows it, e.g. ``>= 2.0x``."""
@@ -76,11 +81,12 @@ class Metric:
             return ""
         return f"{'>=' if self.higher_is_better else '<='} {self.target:g}x"
 
-    def meets(self, ratio: float) -> bool | None:
-        """Whether ``ratio`` meets the target; None without a target or a ratio."""
-        if self.target is None or not math.isfinite(ratio):
+    def meets(self, value: float) -> bool | None:
+        """Whether ``value`` (the ratio, or the first side's value when
+        ``absolute``) meets the target; None without a target or a value."""
+        if self.target is None or not math.isfinite(value):
             return None
-        return ratio >= self.target if self.higher_is_better else ratio <= self.target
+        return value >= self.target if self.higher_is_better else value <= self.target
 
 
 @dataclass(frozen=True)
@@ -111,13 +117,23 @@ class Plan:
     settle_s: float = 2.0
     #: How subscribers (the canaries included) follow a workflow: ``ws`` or ``sse``.
     transport: str = "ws"
+    #: ``post``: one POST per publish; ``both``: POSTs for ``duration_s``, then
+    #: the producer stream (WS /api/v1/ws/publish) for as long again.
+    publisher: str = "post"
+    #: With the producer stream: frames the publisher keeps unanswered.
+    stream_in_flight: int = 512
 
     def describe(self) -> str:
         """A one-line summary for the report."""
         parts = [f"{self.workflows} workflow(s) x {self.subscribers} subscriber(s)"]
         if self.transport == "sse":
             parts[0] += " over Server-Sent Events"
-        if self.mode == "max":
+        if self.publisher == "both":
+            parts.append(
+                f"one POST per event for {self.duration_s:g} s, then the producer stream for "
+                f"{self.duration_s:g} s ({self.stream_in_flight} frames in flight)"
+            )
+        elif self.mode == "max":
             parts.append(f"as fast as possible for {self.duration_s:g} s")
             parts.append(f"{self.batch} event(s)/publish, window {self.window} events")
         elif self.mode == "rate":
@@ -141,10 +157,16 @@ class Scenario:
     metrics: tuple[Metric, ...]
     full: Plan
     quick: Plan
-    #: The two sides compared, each ``server`` or ``server:transport``: the
-    #: report's ratio is first / second. Most scenarios compare Felix with the
-    #: seed-style server; ``sse-fanout`` compares Felix's two transports.
-    sides: tuple[str, str] = SERVERS
+    #: What it runs against, each ``server`` or ``server:transport``: two
+    #: sides are compared (the report's ratio is first / second), one side is
+    #: measured alone (what only Felix has; targets are then ``absolute``).
+    #: Most scenarios compare Felix with the seed-style server; ``sse-fanout``
+    #: compares Felix's two transports; the producer scenarios run Felix alone.
+    sides: tuple[str, ...] = SERVERS
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.sides) <= 2:
+            raise ValueError(f"{self.name}: a scenario has one or two sides, not {self.sides}")
 
     def plan(self, quick: bool) -> Plan:
         """The plan of the chosen profile."""
@@ -292,6 +314,20 @@ _FANOUT_BATCH = replace(_FANOUT, batch=10, window=200)
 _MANY = Plan(workflows=100, subscribers=5, mode="max", duration_s=5.0, window=20)
 _LATENCY = Plan(workflows=1, subscribers=100, mode="rate", rate=200.0, streams=4, duration_s=10.0)
 _IDLE = Plan(workflows=30, subscribers=100, mode="count", count=3, idle=True, warmup=20)
+#: The canary (the only subscriber) is one event per frame behind at most the window.
+_PRODUCER = Plan(
+    workflows=1, subscribers=1, mode="max", duration_s=5.0, window=4000, publisher="both"
+)
+#: 100 workflows, one producer connection for all of them (answers in the order sent).
+_PRODUCER_MANY = replace(_PRODUCER, workflows=100, window=200, stream_in_flight=32)
+_STREAM_EVENTS = Metric(
+    "stream_events_per_s", "producer stream: events/s", "1/s", higher_is_better=True
+)
+_POST_EVENTS = Metric("post_events_per_s", "one POST per event: events/s", "1/s", True)
+_STREAM_VS_POST = Metric(
+    "stream_vs_post", "stream / POST", "x", higher_is_better=True, target=3.0, digits=2,
+    absolute=True,
+)  # fmt: skip
 _STORM = Plan(
     workflows=1,
     subscribers=5,
@@ -408,6 +444,30 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             full=_STORM,
             quick=replace(_STORM, duration_s=2.0),
         ),
+        Scenario(
+            name="producer-stream",
+            title="producer stream vs POST, 1 x 1",
+            summary=(
+                "one workflow, one subscriber: events/s published one POST per event (one "
+                "request in flight), then over the producer stream (frames pipelined); Felix only"
+            ),
+            metrics=(_STREAM_VS_POST, _STREAM_EVENTS, _POST_EVENTS, _US_PER_DELIVERY),
+            full=_PRODUCER,
+            quick=replace(_PRODUCER, duration_s=2.0),
+            sides=("felix",),
+        ),
+        Scenario(
+            name="producer-stream-many",
+            title="producer stream vs POST, 100 x 1",
+            summary=(
+                "100 workflows, one subscriber each: one POST per event per workflow (100 "
+                "requests in flight), then every workflow over one producer stream; Felix only"
+            ),
+            metrics=(_STREAM_VS_POST, _STREAM_EVENTS, _POST_EVENTS, _US_PER_DELIVERY),
+            full=_PRODUCER_MANY,
+            quick=replace(_PRODUCER_MANY, duration_s=2.0),
+            sides=("felix",),
+        ),
     )
 }
 
@@ -471,6 +531,46 @@ def run_once(
     return result
 
 
+@dataclass
+class _Live:
+    """What one run has started and learned, handed from step to step."""
+
+    ctx: Context
+    plan: Plan
+    server: Server
+    tag: str
+    result: RunResult
+    generators: list[NodeProc]
+    workflows: list[str] = field(default_factory=list)
+    assignments: list[list[list[Any]]] = field(default_factory=list)
+    subs: list[NodeProc] = field(default_factory=list)
+    latency_files: list[Path] = field(default_factory=list)
+    progress: list[dict[str, Any]] = field(default_factory=list)
+    starters: list[NodeProc] = field(default_factory=list)
+    storm: NodeProc | None = None
+
+    def stream_base(self, port: int) -> str:
+        """Where a subscriber follows a workflow (append its id): a WebSocket,
+        or over SSE an http:// URL (the load generator picks its client by the scheme)."""
+        if self.plan.transport == "ws":
+            return f"ws://127.0.0.1:{port}/api/v1/ws/workflows/"
+        return f"http://127.0.0.1:{port}/api/v1/sse/workflows/"
+
+
+@dataclass
+class _Window:
+    """What the measured window produced."""
+
+    published: dict[str, Any]
+    storm_done: dict[str, Any] | None
+    dones: list[dict[str, Any]]
+    counts: dict[str, int]
+    seconds: float
+    server_cpu: float
+    generator_cpu: float
+    server_wait: float
+
+
 def _run(
     ctx: Context,
     plan: Plan,
@@ -480,40 +580,46 @@ def _run(
     result: RunResult,
     generators: list[NodeProc],
 ) -> None:
-    metrics = result.metrics
-    check = result.check
-    # 1. Workflows and subscriber processes; they connect on command.
-    workflows = create_workflows(server, plan.workflows)
-    # Subscribers follow a workflow at ws_base + id: a WebSocket, or over SSE
-    # an http:// URL (the load generator picks its client by the scheme).
-    stream = "http://127.0.0.1:{}/api/v1/sse/workflows/"
-    if plan.transport == "ws":
-        stream = "ws://127.0.0.1:{}/api/v1/ws/workflows/"
-    ws_base = stream.format(server.port)
+    live = _Live(ctx, plan, server, tag, result, generators)
+    _start_subscribers(live)
+    _connect_subscribers(live)
+    _start_publisher(live)
+    window = _measure(live)
+    _audit(live, window)
+    _record_metrics(live, window)
+    for path in live.latency_files:
+        path.unlink(missing_ok=True)
+    for entry in live.progress:
+        Path(entry["file"]).unlink(missing_ok=True)
+
+
+def _start_subscribers(live: _Live) -> None:
+    """1. Workflows and subscriber processes; they connect on command."""
+    ctx, plan, tag = live.ctx, live.plan, live.tag
+    live.workflows = create_workflows(live.server, plan.workflows)
     # A cluster's subscribers are dealt over its nodes; the publisher (and its
     # canaries) use the first, so most deliveries cross from node to node.
-    ws_bases = [stream.format(port) for port in server.ws_ports]
+    bases = [live.stream_base(port) for port in live.server.ws_ports]
     # The publisher's canary is one of a workflow's subscribers, except in the
     # idle scenario, where the measured connections are all in sub processes.
     held = plan.subscribers if plan.idle else plan.subscribers - 1
-    assignments = _split(workflows, held, plan.sub_procs) if held > 0 else []
-    latency_files: list[Path] = []
-    progress: list[dict[str, Any]] = []
-    subs: list[NodeProc] = []
-    for index, assignment in enumerate(assignments):
+    live.assignments = _split(live.workflows, held, plan.sub_procs) if held > 0 else []
+    for index, assignment in enumerate(live.assignments):
         latency_file = ctx.scratch / f"{tag}-sub{index}.f64"
-        latency_files.append(latency_file)
+        live.latency_files.append(latency_file)
         # Where the sub process says how far its slowest subscriber of each
         # workflow has got; the publisher's window counts from it.
         # (Only `max` mode has a window; the others would just burn the generator's CPU.)
         progress_file = ctx.scratch / f"{tag}-sub{index}.progress"
         if plan.mode == "max":
-            progress.append({"file": str(progress_file), "workflows": [wf for wf, _ in assignment]})
+            live.progress.append(
+                {"file": str(progress_file), "workflows": [wf for wf, _ in assignment]}
+            )
         node = ctx.spawn_node(
             f"{tag}-sub{index}",
             {
                 "role": "sub",
-                "ws_base": ws_bases[(index + 1) % len(ws_bases)],
+                "ws_base": bases[(index + 1) % len(bases)],
                 "workflows": assignment,
                 "connect_concurrency": plan.connect_concurrency,
                 "warmup": plan.warmup if index == 0 else 0,
@@ -523,19 +629,22 @@ def _run(
                 "max_ms": 300_000,
             },
         )
-        subs.append(node)
-        generators.append(node)
-    wait_events(subs, "started", 60)
+        live.subs.append(node)
+        live.generators.append(node)
+    wait_events(live.subs, "started", 60)
 
-    # 2. Connect every subscriber (idle: measure memory around it).
+
+def _connect_subscribers(live: _Live) -> None:
+    """2. Connect every subscriber (idle: measure memory around it)."""
+    plan, server, check = live.plan, live.server, live.result.check
     rss_before = 0
     if plan.idle:
         time.sleep(1.0)  # let the warm-up connections' memory settle
         rss_before = _rss(server.pids)
     connect_cpu = _cpu(server.pids)
-    for node in subs:
+    for node in live.subs:
         node.send({"cmd": "connect"})
-    ready = wait_events(subs, "ready", 180)
+    ready = wait_events(live.subs, "ready", 180)
     connected = sum(int(event["connected"]) for event in ready)
     check.connect_failures += sum(int(event["failed"]) for event in ready)
     for event in ready:
@@ -546,30 +655,40 @@ def _run(
             f"could not connect: {'; '.join(check.errors[:3])}"
         )
     if plan.idle:
-        first = min(float(event["first_start"]) for event in ready)
-        last = max(float(event["last_done"]) for event in ready)
-        metrics["connects_per_s"] = connected / max(1e-3, (last - first) / 1000)
-        metrics["server_us_per_connect"] = (
-            (_cpu(server.pids) - connect_cpu) * 1e6 / max(1, connected)
-        )
-        time.sleep(plan.settle_s)
-        rss_after = _rss(server.pids)
-        metrics["rss_before_mib"] = rss_before / MIB
-        metrics["rss_after_mib"] = rss_after / MIB
-        metrics["kb_per_connection"] = (rss_after - rss_before) / 1024 / max(1, connected)
-        result.info["idle_connections"] = connected
+        _record_idle(live, ready, connected, rss_before, connect_cpu)
 
-    # 3. The publisher (with its canaries) and the storm, ready but not started.
+
+def _record_idle(
+    live: _Live, ready: list[dict[str, Any]], connected: int, rss_before: int, connect_cpu: float
+) -> None:
+    """The idle scenario's connect rate and memory per connection."""
+    metrics, server = live.result.metrics, live.server
+    first = min(float(event["first_start"]) for event in ready)
+    last = max(float(event["last_done"]) for event in ready)
+    metrics["connects_per_s"] = connected / max(1e-3, (last - first) / 1000)
+    metrics["server_us_per_connect"] = (_cpu(server.pids) - connect_cpu) * 1e6 / max(1, connected)
+    time.sleep(live.plan.settle_s)
+    rss_after = _rss(server.pids)
+    metrics["rss_before_mib"] = rss_before / MIB
+    metrics["rss_after_mib"] = rss_after / MIB
+    metrics["kb_per_connection"] = (rss_after - rss_before) / 1024 / max(1, connected)
+    live.result.info["idle_connections"] = connected
+
+
+def _start_publisher(live: _Live) -> None:
+    """3. The publisher (with its canaries) and the storm, ready but not started."""
+    ctx, plan, tag = live.ctx, live.plan, live.tag
+    ws_base = live.stream_base(live.server.port)
     pub_latency = ctx.scratch / f"{tag}-pub.f64"
-    latency_files.append(pub_latency)
+    live.latency_files.append(pub_latency)
     pub = ctx.spawn_node(
         f"{tag}-pub",
         {
             "role": "pub",
             "host": "127.0.0.1",
-            "port": server.port,
+            "port": live.server.port,
             "ws_base": ws_base,
-            "workflows": workflows,
+            "workflows": live.workflows,
             "mode": plan.mode,
             "batch": plan.batch,
             "streams": plan.streams,
@@ -579,64 +698,80 @@ def _run(
             "window": plan.window,
             "pad": EVENT_PAD,
             "deflate": ctx.deflate,
-            "progress": progress,
+            "progress": live.progress,
+            "publisher": plan.publisher,
+            "stream_in_flight": plan.stream_in_flight,
             "latency_file": str(pub_latency),
             "max_ms": 300_000,
         },
     )
-    generators.append(pub)
-    starters = [pub]
-    storm: NodeProc | None = None
+    live.generators.append(pub)
+    live.starters = [pub]
     if plan.storm_clients:
-        storm = ctx.spawn_node(
+        live.storm = ctx.spawn_node(
             f"{tag}-storm",
             {
                 "role": "storm",
-                "url": ws_base + workflows[0],
+                "url": ws_base + live.workflows[0],
                 "clients": plan.storm_clients,
                 "duration_ms": plan.duration_s * 1000,
                 "deflate": ctx.deflate,
                 "max_ms": 300_000,
             },
         )
-        generators.append(storm)
-        starters.append(storm)
-    wait_events(starters, "ready", 60)
+        live.generators.append(live.storm)
+        live.starters.append(live.storm)
+    wait_events(live.starters, "ready", 60)
 
-    # 4. The measured window: from "go" until every subscriber has checked its
-    # last event (or the drain timeout passed).
-    pids = [g.pid for g in generators]
+
+def _measure(live: _Live) -> _Window:
+    """4. The measured window: from "go" until every subscriber has checked its
+    last event (or the drain timeout passed); then every generator is told to quit."""
+    server, pub, storm = live.server, live.starters[0], live.storm
+    pids = [g.pid for g in live.generators]
     t0 = time.monotonic()
     server0, generators0 = _cpu(server.pids), _cpu(pids)
     wait0 = sum(runqueue_wait_seconds(pid) for pid in server.pids)
-    for node in starters:
+    for node in live.starters:
         node.send({"cmd": "go"})
-    budget = plan.duration_s + 60
+    # The producer scenarios publish for twice the duration (POSTs, then the stream).
+    budget = live.plan.duration_s * (2 if live.plan.publisher == "both" else 1) + 60
     (published,) = wait_events([pub], "published", budget)
     storm_done = wait_events([storm], "done", budget)[0] if storm is not None else None
     per_stream: dict[str, list[int]] = {
         wf: [int(n) for n in streams] for wf, streams in published["published"].items()
     }
-    counts = {wf: sum(streams) for wf, streams in per_stream.items()}
-    check.publish_errors = len(published["errors"])
-    check.errors.extend(f"publish: {message}" for message in published["errors"])
-    listeners = [*subs, pub]
+    listeners = [*live.subs, pub]
     for node in listeners:
         node.send({"cmd": "expect", "counts": per_stream, "drain_ms": DRAIN_MS})
     dones = wait_events(listeners, "done", DRAIN_MS / 1000 + 30)
     t1 = time.monotonic()
-    server_cpu, generator_cpu = _cpu(server.pids) - server0, _cpu(pids) - generators0
-    server_wait = sum(runqueue_wait_seconds(pid) for pid in server.pids) - wait0
-    metrics["server_rss_end_mib"] = _rss(server.pids) / MIB
-    for node in generators:
+    window = _Window(
+        published=published,
+        storm_done=storm_done,
+        dones=dones,
+        counts={wf: sum(streams) for wf, streams in per_stream.items()},
+        seconds=max(1e-3, t1 - t0),
+        server_cpu=_cpu(server.pids) - server0,
+        generator_cpu=_cpu(pids) - generators0,
+        server_wait=sum(runqueue_wait_seconds(pid) for pid in server.pids) - wait0,
+    )
+    live.result.metrics["server_rss_end_mib"] = _rss(server.pids) / MIB
+    for node in live.generators:
         with contextlib.suppress(BenchError):
             node.send({"cmd": "quit"})
+    return window
 
-    # The audit: what each subscriber should have had, against what it got.
-    expected = sum(int(count) * counts.get(wf, 0) for a in assignments for wf, count in a)
+
+def _audit(live: _Live, window: _Window) -> None:
+    """What each subscriber should have had, against what it got."""
+    check, counts = live.result.check, window.counts
+    check.publish_errors = len(window.published["errors"])
+    check.errors.extend(f"publish: {message}" for message in window.published["errors"])
+    expected = sum(int(count) * counts.get(wf, 0) for a in live.assignments for wf, count in a)
     expected += sum(counts.values())  # one canary per workflow
     check.expected = expected
-    for done in dones:
+    for done in window.dones:
         check.subscribers += int(done["subscribers"])
         check.delivered += int(done["delivered"])
         check.lost += int(done["lost"])
@@ -646,51 +781,77 @@ def _run(
         check.seq_errors += int(done["seq_errors"])
         check.closed_early += int(done["closed_early"])
         check.errors.extend(done["errors"])
-    if storm_done is not None:
-        check.connect_failures += int(storm_done["failures"])
-        check.errors.extend(f"storm: {message}" for message in storm_done["errors"])
+    if window.storm_done is not None:
+        check.connect_failures += int(window.storm_done["failures"])
+        check.errors.extend(f"storm: {message}" for message in window.storm_done["errors"])
     del check.errors[12:]
 
-    # 5. The metrics.
-    window_s = max(1e-3, t1 - t0)
-    metrics["server_cpu_pct"] = 100 * server_cpu / window_s
-    metrics["generator_cpu_pct"] = 100 * generator_cpu / window_s
-    metrics["server_wait_pct"] = 100 * server_wait / window_s
+
+def _record_metrics(live: _Live, window: _Window) -> None:
+    """5. The metrics of the window: CPU, throughput, delivery and latency."""
+    metrics, info, published = live.result.metrics, live.result.info, window.published
+    metrics["server_cpu_pct"] = 100 * window.server_cpu / window.seconds
+    metrics["generator_cpu_pct"] = 100 * window.generator_cpu / window.seconds
+    metrics["server_wait_pct"] = 100 * window.server_wait / window.seconds
     start = float(published["start"])
     publish_s = max(1e-3, (float(published["end"]) - start) / 1000)
-    metrics["events_per_s"] = sum(counts.values()) / publish_s
-    result.info["requests"] = int(published["requests"])
-    result.info["late_publishes"] = int(published["late"])
-    if plan.mode == "rate":
+    metrics["events_per_s"] = sum(window.counts.values()) / publish_s
+    info["requests"] = int(published["requests"])
+    info["late_publishes"] = int(published["late"])
+    if live.plan.mode == "rate":
         # Latency is measured from the actual send; a server that cannot take
         # the rate makes the publisher fall behind instead, shown here.
         metrics["publish_lag_max_ms"] = float(published["max_lag_ms"])
-    result.info["post_ms"] = published["post_ms"]
-    result.info["events_published"] = sum(counts.values())
+    info["post_ms"] = published["post_ms"]
+    info["events_published"] = sum(window.counts.values())
+    delivered = live.result.check.delivered
     last_receive = max(
-        (float(d["last_recv"]) for d in dones if d["last_recv"] is not None), default=0
+        (float(d["last_recv"]) for d in window.dones if d["last_recv"] is not None), default=0
     )
-    if check.delivered and last_receive > start:
-        metrics["deliveries_per_s"] = check.delivered / ((last_receive - start) / 1000)
-        metrics["server_us_per_delivery"] = server_cpu * 1e6 / check.delivered
-    samples = read_samples(latency_files)
+    if delivered and last_receive > start:
+        metrics["deliveries_per_s"] = delivered / ((last_receive - start) / 1000)
+        metrics["server_us_per_delivery"] = window.server_cpu * 1e6 / delivered
+    _record_phases(live, published)
+    _record_latency(live)
+    if window.storm_done is not None:
+        _record_storm(live, window)
+
+
+def _record_phases(live: _Live, published: dict[str, Any]) -> None:
+    """The producer scenarios: events/s of the POST phase, of the stream phase, and their ratio."""
+    phases = published.get("phases") or {}
+    if "post" not in phases or "stream" not in phases:
+        return
+    post = phases["post"]["events"] / max(1e-3, phases["post"]["ms"] / 1000)
+    stream = phases["stream"]["events"] / max(1e-3, phases["stream"]["ms"] / 1000)
+    metrics = live.result.metrics
+    metrics["post_events_per_s"] = post
+    metrics["stream_events_per_s"] = stream
+    metrics["stream_vs_post"] = stream / post if post else math.nan
+    live.result.info["phases"] = phases
+
+
+def _record_latency(live: _Live) -> None:
+    samples = read_samples(live.latency_files)
     if len(samples):
         quantiles = percentiles(samples, (0.5, 0.9, 0.99, 1.0))
+        metrics = live.result.metrics
         metrics["latency_p50_ms"] = quantiles[0.5]
         metrics["latency_p90_ms"] = quantiles[0.9]
         metrics["latency_p99_ms"] = quantiles[0.99]
         metrics["latency_max_ms"] = quantiles[1.0]
-        result.info["latency_samples"] = len(samples)
-    if storm_done is not None:
-        storm_s = max(1e-3, (float(storm_done["end"]) - float(storm_done["start"])) / 1000)
-        handshakes = int(storm_done["handshakes"])
-        metrics["handshakes_per_s"] = handshakes / storm_s
-        summary = storm_done["handshake_ms"] or {}
-        metrics["handshake_p50_ms"] = float(summary.get("p50", math.nan))
-        metrics["handshake_p99_ms"] = float(summary.get("p99", math.nan))
-        metrics["server_us_per_handshake"] = server_cpu * 1e6 / max(1, handshakes)
-        result.info["handshakes"] = handshakes
-    for path in latency_files:
-        path.unlink(missing_ok=True)
-    for entry in progress:
-        Path(entry["file"]).unlink(missing_ok=True)
+        live.result.info["latency_samples"] = len(samples)
+
+
+def _record_storm(live: _Live, window: _Window) -> None:
+    storm_done = window.storm_done
+    assert storm_done is not None
+    metrics = live.result.metrics
+    storm_s = max(1e-3, (float(storm_done["end"]) - float(storm_done["start"])) / 1000)
+    handshakes = int(storm_done["handshakes"])
+    metrics["handshakes_per_s"] = handshakes / storm_s
+    summary = storm_done["handshake_ms"] or {}
+    metrics["handshake_p50_ms"] = float(summary.get("p50", math.nan))
+    metrics["handshake_p99_ms"] = float(summary.get("p99", math.nan))
+    metrics["server_us_per_handshake"] = window.server_cpu * 1e6 / max(1, handshakes)
+    live.result.info["handshakes"] = handshakes
