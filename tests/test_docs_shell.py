@@ -218,7 +218,8 @@ async def test_tutorial_runs_as_written(nursery: trio.Nursery, tmp_path: Path, p
 
 async def _tutorial(page: Path, base: str, tmp_path: Path, watchers: list[trio.Process]) -> None:
     here = base.removeprefix("http://")
-    env = shell_environment()
+    # Where a page leaves the URL to felix's default (:8000), the server is elsewhere.
+    env = shell_environment(FELIX_URL=base)
     async with httpx.AsyncClient(base_url=base) as http:
         for marker, text in blocks(page):
             body = PAGE_SERVER.sub(here, text)
