@@ -112,7 +112,10 @@ async def test_bad_setting_is_a_clear_error() -> None:
 
 async def test_demo_shows_the_whole_pipeline() -> None:
     result = await trio.run_process(
-        [*FELIX, "demo", "--delay", "0"], capture_stdout=True, capture_stderr=True, check=False
+        [*FELIX, "demo", "--delay", "0", "--port", "0"],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
     )
     out = result.stdout.decode()
     assert result.returncode == 0, result.stderr.decode()
@@ -242,7 +245,9 @@ def test_the_bench_is_not_in_the_package() -> None:
 
 async def test_demo_interrupted_exits_130_without_a_traceback() -> None:
     process = await trio.lowlevel.open_process(
-        [*FELIX, "demo", "--delay", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*FELIX, "demo", "--delay", "5", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     assert process.stdout is not None
     assert process.stderr is not None

@@ -19,9 +19,9 @@ from felix.cli._common import (
     run_command,
     status_text,
 )
-from felix.client import FelixClient, WorkflowPage
+from felix.client import WorkflowPage
 
-__all__ = ["add_parser", "newest_first", "run"]
+__all__ = ["add_parser", "run"]
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -49,24 +49,6 @@ def add_parser(subparsers: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print one page of workflows as a table."""
     return run_command("workflows", _workflows, args)
-
-
-def newest_first(total: int, offset: int, limit: int) -> tuple[int, int]:
-    """The server's ``(offset, limit)`` (creation order) for the page that skips the
-    ``offset`` newest of ``total`` and holds at most ``limit``; limit 0 for none."""
-    end = max(total - offset, 0)
-    start = max(end - limit, 0)
-    return start, end - start
-
-
-async def _newest_page(felix: FelixClient, args: argparse.Namespace) -> WorkflowPage:
-    # The API lists in creation order: learn the total, then ask for the tail.
-    total = (await felix.list_workflows(status=args.status, limit=1)).total
-    start, count = newest_first(total, args.offset, args.limit)
-    if count == 0:
-        return WorkflowPage(workflows=[], total=total)
-    page = await felix.list_workflows(status=args.status, limit=count, offset=start)
-    return WorkflowPage(workflows=page.workflows[::-1], total=page.total)
 
 
 def _updated(timestamp: Any) -> str:
@@ -120,7 +102,10 @@ def _table(page: WorkflowPage, offset: int, width: int) -> Table:
 
 async def _workflows(args: argparse.Namespace) -> int:
     async with client(args) as felix:
-        page = await _newest_page(felix, args)
+        # One request: the server pages newest first (?order=newest).
+        page = await felix.list_workflows(
+            status=args.status, limit=args.limit, offset=args.offset, order="newest"
+        )
     console = Console()
     if not page.workflows:
         which = f" with status {args.status}" if args.status else ""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import Any, Final, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
@@ -183,12 +183,22 @@ class FelixClient:
         return workflow
 
     async def list_workflows(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        order: Literal["oldest", "newest"] = "oldest",
     ) -> WorkflowPage:
-        """One page of workflows in creation order, optionally of one ``status``. 422."""
+        """One page of workflows, optionally of one ``status``. 422.
+
+        ``order="oldest"`` lists in creation order; ``"newest"`` newest first,
+        and ``offset`` then skips the newest.
+        """
         params: dict[str, str | int] = {"limit": limit, "offset": offset}
         if status is not None:
             params["status"] = status
+        if order != "oldest":
+            params["order"] = order
         page = await self._request("GET", "/api/v1/workflows", params=params)
         return WorkflowPage(workflows=list(page["workflows"]), total=int(page["total"]))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -155,10 +155,14 @@ class SyncFelixClient:
         return self._call(self._client.get_workflow, workflow_id)
 
     def list_workflows(
-        self, status: str | None = None, limit: int = 100, offset: int = 0
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        order: Literal["oldest", "newest"] = "oldest",
     ) -> WorkflowPage:
         """One page of workflows; see :meth:`FelixClient.list_workflows`."""
-        return self._call(self._client.list_workflows, status, limit, offset)
+        return self._call(self._client.list_workflows, status, limit, offset, order)
 
     def publish(
         self,
