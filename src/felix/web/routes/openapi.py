@@ -138,6 +138,13 @@ _STATUS_QUERY: Final = {
     "description": "Only workflows of this status (empty: all).",
     "schema": {"anyOf": [{"$ref": "#/components/schemas/Status"}, {"const": ""}]},
 }
+_ORDER_QUERY: Final = {
+    "name": "order",
+    "in": "query",
+    "required": False,
+    "description": "oldest (the default) or newest first, by creation.",
+    "schema": {"enum": ["oldest", "newest"]},
+}
 #: A system broadcast: any type name but the workflow and server types.
 _SYSTEM_EVENT: Final[dict[str, Any]] = {
     **_object(
@@ -172,6 +179,7 @@ def _workflow_operations() -> dict[str, Operation]:
             "total": _INTEGER,
             "limit": _INTEGER,
             "offset": _INTEGER,
+            "order": {"enum": ["oldest", "newest"]},
         },
     )
     return {
@@ -192,13 +200,7 @@ def _workflow_operations() -> dict[str, Operation]:
                 _STATUS_QUERY,
                 _int_query("limit", "At most this many workflows.", minimum=1, maximum=1000),
                 _int_query("offset", "Workflows to skip."),
-                {
-                    "name": "order",
-                    "in": "query",
-                    "required": False,
-                    "description": "oldest (the default) or newest first, by creation.",
-                    "schema": {"enum": ["oldest", "newest"]},
-                },
+                _ORDER_QUERY,
             ],
             "responses": {
                 "200": _json("One page of workflows and the total that matched.", page),
