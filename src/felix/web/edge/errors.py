@@ -22,7 +22,7 @@ from typing import Any, Final
 import attrs
 
 from felix._core.events import encode
-from felix._errors import BadRequest, EventTooLarge, FelixError
+from felix._errors import BadRequest, EventTooLarge, FelixError, quote
 from felix.web._asgi import Send
 
 __all__ = [
@@ -41,19 +41,6 @@ __all__ = [
 logger = logging.getLogger("felix.web")
 
 #: How much of a client's input an error message quotes.
-QUOTE_LIMIT: Final = 80
-_ELLIPSIS: Final = "…"
-
-
-def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
-    """``text`` quoted for an error message: ``repr`` of at most ``limit`` characters.
-
-    Longer text is cut and ends in ``…`` (inside the quotes), so a megabyte
-    of input never comes back in an error body.
-    """
-    if len(text) > limit:
-        return repr(text[:limit] + _ELLIPSIS)
-    return repr(text)
 
 
 class RouteNotFound(FelixError):

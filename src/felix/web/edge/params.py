@@ -15,7 +15,7 @@ Each check exists once here and is used by every route, whoever serves it:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import attrs
@@ -33,6 +33,7 @@ __all__ = [
     "parse_query",
     "parse_types",
     "query_int",
+    "remote_of",
 ]
 
 #: Most query parameters a request may carry (every route needs far fewer).
@@ -144,3 +145,9 @@ def check_workflow_id(workflow_id: str) -> str:
             f"{quote(workflow_id)} is not a valid workflow id (1 to 64 of A-Z, a-z, 0-9, _ and -)"
         )
     return workflow_id
+
+
+def remote_of(scope: Mapping[str, Any]) -> str | None:
+    """The client's ``host:port`` from an ASGI scope, for connection listings; None if unknown."""
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else None

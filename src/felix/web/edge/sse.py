@@ -42,7 +42,7 @@ from felix._runtime.hub import Hub
 from felix._runtime.subscription import CLOSE_NORMAL, Subscription
 from felix.web._asgi import Receive, Scope, Send
 from felix.web.edge.errors import quote
-from felix.web.edge.params import MAX_INT_DIGITS, parse_types, query_int
+from felix.web.edge.params import MAX_INT_DIGITS, parse_types, query_int, remote_of
 from felix.web.hypercorn.direct_stream import DirectStreamWriter
 
 __all__ = ["serve_sse_system", "serve_sse_workflow"]
@@ -65,11 +65,6 @@ PING: Final = b": ping\n\n"
 PING_CHUNK: Final = b"%x\r\n%b\r\n" % (len(PING), PING)
 #: An event's bytes on a direct-written stream: its SSE message as a chunk.
 _CHUNK: Final = operator.attrgetter("sse_chunk")
-
-
-def _remote(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
 
 
 def last_event_id(headers: Sequence[tuple[bytes, bytes]]) -> int | None:
@@ -119,7 +114,7 @@ async def serve_sse_workflow(
         if workflow.status in TERMINAL_STATUSES and resume >= workflow.last_seq:
             await _no_content(send, scope)
             return
-    async with hub.subscribe(workflow_id, after=after, types=types, remote=_remote(scope)) as sub:
+    async with hub.subscribe(workflow_id, after=after, types=types, remote=remote_of(scope)) as sub:
         await _run(hub, sub, receive, send, scope)
 
 
@@ -141,7 +136,7 @@ async def serve_sse_system(
     types = parse_types(query)
     if "after" in query:
         raise BadRequest("after= is not supported on the system stream")
-    async with hub.subscribe_system(types=types, remote=_remote(scope)) as sub:
+    async with hub.subscribe_system(types=types, remote=remote_of(scope)) as sub:
         await _run(hub, sub, receive, send, scope)
 
 

@@ -38,7 +38,7 @@ from felix._runtime.hub import Hub
 from felix._runtime.subscription import Subscription
 from felix.web._asgi import Message, Receive, Scope, Send
 from felix.web.edge.errors import quote
-from felix.web.edge.params import parse_types, query_int
+from felix.web.edge.params import parse_types, query_int, remote_of
 from felix.web.hypercorn import DirectWriter, listen
 
 __all__ = ["serve_system", "serve_workflow"]
@@ -50,11 +50,6 @@ CLOSE_INTERNAL_ERROR: Final = 1011
 _PONG: Final = Frame.of("pong", "pong")
 #: Largest ``after`` accepted; far beyond any real seq, small enough to stay an int64.
 _MAX_AFTER: Final = 2**53
-
-
-def _remote(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return f"{client[0]}:{client[1]}" if client else None
 
 
 async def serve_workflow(
@@ -78,7 +73,7 @@ async def serve_workflow(
     if "after" in query:
         after = query_int(query, "after", 0, maximum=_MAX_AFTER, error=BadRequest)
     async with hub.subscribe(
-        params["workflow_id"], after=after, types=types, remote=_remote(scope)
+        params["workflow_id"], after=after, types=types, remote=remote_of(scope)
     ) as sub:
         await _run(sub, receive, send)
 
@@ -100,7 +95,7 @@ async def serve_system(
     types = parse_types(query)
     if "after" in query:
         raise BadRequest("after= is not supported on the system stream")
-    async with hub.subscribe_system(types=types, remote=_remote(scope)) as sub:
+    async with hub.subscribe_system(types=types, remote=remote_of(scope)) as sub:
         await _run(sub, receive, send)
 
 
