@@ -20,7 +20,6 @@ import pytest
 
 from tests.web.browser import (
     CHROMIUM,
-    CHROMIUM_ARGS,
     RESEARCH_RUN,
     FelixProcess,
     felix_process,
@@ -38,29 +37,14 @@ from playwright.sync_api import (  # noqa: E402 - only once the skips above have
     Browser,
     ConsoleMessage,
     Page,
-    Playwright,
     Request,
     WebSocket,
     expect,
-    sync_playwright,
 )
 
 KEY = "dashboard-test-key-0123456789abcdef"
 #: Auto-waiting limit for each expectation: generous for a loaded 2-core machine.
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.browser import CHROMIUM, CHROMIUM_ARGS, RESEARCH_RUN, FelixProcess, felix_process
+from tests.web.browser import CHROMIUM, RESEARCH_RUN, FelixProcess, felix_process
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
@@ -35,27 +35,12 @@ from playwright.sync_api import (  # noqa: E402 - only once the skips above have
     ConsoleMessage,
     Locator,
     Page,
-    Playwright,
     Route,
     expect,
-    sync_playwright,
 )
 
 #: Auto-waiting limit for each expectation: generous for a loaded 2-core machine.
 expect.set_options(timeout=10_000)
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")

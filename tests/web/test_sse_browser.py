@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.web.browser import CHROMIUM, CHROMIUM_ARGS, RESEARCH_RUN, FelixProcess, felix_process
+from tests.web.browser import CHROMIUM, RESEARCH_RUN, FelixProcess, felix_process
 
 sync_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')"
@@ -31,10 +31,8 @@ if not os.access(CHROMIUM, os.X_OK):
 from playwright.sync_api import (  # noqa: E402 - only once the skips above have passed
     Browser,
     Page,
-    Playwright,
     Request,
     expect,
-    sync_playwright,
 )
 
 expect.set_options(timeout=10_000)
@@ -112,19 +110,6 @@ class PausingProxy:
         self.listener.close()
         for sock in self.sockets:
             sock.close()
-
-
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as driver:
-        yield driver
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
 
 
 @pytest.fixture(scope="module")
