@@ -42,10 +42,52 @@ from felix.web.hypercorn.ws_stream import FelixWSStream, MessageSink
 if TYPE_CHECKING:
     from felix._runtime.subscription import Subscription
 
-__all__ = ["Connection", "DirectWriter", "MessageSink", "current_connection", "listen"]
+__all__ = [
+    "Connection",
+    "DirectWriter",
+    "MessageSink",
+    "WriterBase",
+    "current_connection",
+    "listen",
+]
 
 
-class Connection:
+class WriterBase:
+    """What every direct writer shares: Hypercorn's own write path, and the
+    hand-over of a half-written message to Hypercorn's writes.
+
+    Subclasses add ``try_send`` for their kind of stream (a WebSocket, a
+    streaming HTTP/1.1 response): the non-blocking write beside Hypercorn's.
+    """
+
+    def __init__(self, server: FelixTCPServer) -> None:
+        self._server = server
+
+    def try_send(self, data: bytes) -> int:
+        """Write what the kernel takes now, without waiting; return the byte count."""
+        raise NotImplementedError
+
+    async def send(self, data: bytes) -> None:
+        """Write through Hypercorn's path: its send lock and Felix's write deadline.
+
+        Shielded while it writes; an overdue write resets the connection.
+        """
+        await self._server.protocol_send(RawData(data))
+
+    def attach(self, sub: Subscription) -> None:
+        """Let ``sub`` write through this connection; Hypercorn's own writes
+        (pongs, pings, the close, the end of a body) then send the rest of a
+        half-written message first."""
+        sub.direct = self
+        self._server.felix_take_leftover = sub.take_leftover
+
+    def detach(self, sub: Subscription) -> None:
+        """Undo :meth:`attach`."""
+        sub.direct = None
+        self._server.felix_take_leftover = None
+
+
+class Connection(WriterBase):
     """One WebSocket connection served by Felix's Hypercorn classes.
 
     Made by :func:`current_connection`; holds the connection's handler and
@@ -53,7 +95,7 @@ class Connection:
     """
 
     def __init__(self, server: FelixTCPServer, stream: FelixWSStream) -> None:
-        self._server = server
+        super().__init__(server)
         self._stream = stream
         self._resolved = False
         self._sock: Any = None
@@ -103,24 +145,6 @@ class Connection:
             # wait for room or find the error and close the connection.
             return 0
         return sent
-
-    async def send(self, data: bytes) -> None:
-        """Write through Hypercorn's path: its send lock and Felix's write deadline.
-
-        Shielded while it writes; an overdue write resets the connection.
-        """
-        await self._server.protocol_send(RawData(data))
-
-    def attach(self, sub: Subscription) -> None:
-        """Let ``sub`` write through this connection; Hypercorn's own writes
-        (pongs, pings, the close) then send the rest of a half-written frame first."""
-        sub.direct = self
-        self._server.felix_take_leftover = sub.take_leftover
-
-    def detach(self, sub: Subscription) -> None:
-        """Undo :meth:`attach`."""
-        sub.direct = None
-        self._server.felix_take_leftover = None
 
     async def abort(self) -> None:
         """Reset the TCP connection now (no close frame); the app gets its disconnect."""

@@ -33,25 +33,25 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import h11
-from hypercorn.events import RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 
+from felix.web.hypercorn.connection import WriterBase
 from felix.web.hypercorn.tcp_server import CURRENT_SERVER, FelixTCPServer
 
 if TYPE_CHECKING:
-    from felix._runtime.subscription import Subscription
+    pass
 
 __all__ = ["DirectStreamWriter"]
 
 
-class DirectStreamWriter:
+class DirectStreamWriter(WriterBase):
     """Writes whole chunks of a streaming HTTP/1.1 response to its socket."""
 
     def __init__(
         self, server: FelixTCPServer, protocol: H11Protocol, stream: HTTPStream, sock: Any
     ) -> None:
-        self._server = server
+        super().__init__(server)
         self._protocol = protocol
         self._http = stream
         self._sock = sock
@@ -124,21 +124,3 @@ class DirectStreamWriter:
         except OSError:
             return 0  # would block, or the peer is gone: the writer's own write finds out
         return sent
-
-    async def send(self, data: bytes) -> None:
-        """Write through Hypercorn's path: its send lock and Felix's write deadline.
-
-        Shielded while it writes; an overdue write resets the connection.
-        """
-        await self._server.protocol_send(RawData(data))
-
-    def attach(self, sub: Subscription) -> None:
-        """Let ``sub`` write through this response; Hypercorn's own writes (the
-        end of the body) then send the rest of a half-written chunk first."""
-        sub.direct = self
-        self._server.felix_take_leftover = sub.take_leftover
-
-    def detach(self, sub: Subscription) -> None:
-        """Undo :meth:`attach`."""
-        sub.direct = None
-        self._server.felix_take_leftover = None
