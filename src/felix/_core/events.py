@@ -258,7 +258,9 @@ class Frame:
         once per event like :attr:`wire`: a chunked body's framing is the same
         for every subscriber.
         """
-        message = self.sse
+        # Built from the text, not from :attr:`sse`: a frame that is only ever
+        # written directly should not keep the message twice.
+        message = sse_message(self.type, self.text, self.seq)
         return b"%x\r\n%b\r\n" % (len(message), message)
 
 
