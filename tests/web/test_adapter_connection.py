@@ -79,5 +79,3 @@ async def test_an_app_reaches_its_websocket_through_the_interface(
 
 async def test_no_connection_outside_a_websocket() -> None:
     assert adapter.current_connection() is None
-    assert adapter.listen(lambda message: None) is None
-    assert adapter.DirectWriter.for_current_connection() is None

@@ -66,7 +66,7 @@ async def test_client_commands_are_answered_and_a_disconnect_ends_the_connection
     start_server: StartServer, monkeypatch: pytest.MonkeyPatch, sink: bool
 ) -> None:
     if not sink:  # as on a stream that cannot hand messages over
-        monkeypatch.setattr("felix.web.edge.websocket.listen", lambda _: None)
+        monkeypatch.setattr("felix.web.edge.websocket.current_connection", lambda: None)
     server = await start_server()
     async with server.client() as client:
         workflow_id = await create_workflow(client)

@@ -509,7 +509,6 @@ async def test_a_plain_hypercorn_app_gets_stock_behaviour(nursery: trio.Nursery)
             return
         seen[scope["type"]] = {
             "connection": hypercorn_patches.current_connection(),
-            "listen": hypercorn_patches.listen(lambda message: None),
             "inbox": type(receive.__self__),
             "classes": _live(TCPServer, config) + _live(H11Protocol, config),
             "streams": _live(WSStream, config),
@@ -537,7 +536,6 @@ async def test_a_plain_hypercorn_app_gets_stock_behaviour(nursery: trio.Nursery)
     assert hypercorn_patches.installed()
     for kind in ("http", "websocket"):
         assert seen[kind]["connection"] is None
-        assert seen[kind]["listen"] is None
         assert seen[kind]["inbox"] is trio.MemoryReceiveChannel
         assert set(seen[kind]["classes"]) == {TCPServer, H11Protocol}
     assert set(seen["websocket"]["streams"]) == {WSStream}

@@ -378,10 +378,10 @@ async def test_both_write_paths_keep_order_and_close(
 ) -> None:
     """The hot path (frames written straight to the socket) and the ASGI path
     (used with compression, HTTP/2 or TLS) deliver the same stream."""
-    from felix.web.hypercorn import DirectWriter
+    from felix.web.hypercorn import Connection
 
     if not direct:
-        monkeypatch.setattr(DirectWriter, "for_current_connection", classmethod(lambda cls: None))
+        monkeypatch.setattr(Connection, "can_write_direct", property(lambda self: False))
     workflow_id = await create_workflow(client)
     await publish(client, workflow_id, [RUNNING, synthesis(0)])
     async with server.open_ws(workflow_id, "after=1", message_queue_size=500) as ws:

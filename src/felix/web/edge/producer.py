@@ -57,7 +57,7 @@ from felix._runtime.hub import Hub, PendingPublish, check_workflow_id
 from felix.web._asgi import Receive, Scope, Send
 from felix.web.edge.publish import answer_of
 from felix.web.edge.ratelimit import RateLimiter
-from felix.web.hypercorn import DirectWriter
+from felix.web.hypercorn import current_connection
 
 __all__ = ["CLOSE_TOO_LARGE", "PUBLISH_LIMIT", "serve_publish"]
 
@@ -328,7 +328,8 @@ async def _write(
     socket write where the connection allows direct writes (one ASGI message
     per answer costs more than the publish it answers).
     """
-    direct = DirectWriter.for_current_connection()
+    connection = current_connection()
+    direct = connection if connection is not None and connection.can_write_direct else None
     async with take:
         entry: _InFlight | None = None
         while True:

@@ -39,7 +39,7 @@ from felix._runtime.subscription import Subscription
 from felix.web._asgi import Message, Receive, Scope, Send
 from felix.web.edge.errors import quote
 from felix.web.edge.params import parse_types, query_int, remote_of
-from felix.web.hypercorn import DirectWriter, listen
+from felix.web.hypercorn import Connection, current_connection
 
 __all__ = ["serve_system", "serve_workflow"]
 
@@ -101,26 +101,25 @@ async def serve_system(
 
 async def _run(sub: Subscription, receive: Receive, send: Send) -> None:
     CONNECTION_ID.set(sub.connection_id)  # for JSON log lines; this task is the connection's
-    # Installed before the accept, so that no message reaches the channel first.
-    listening = listen(partial(_on_message, sub, contextvars.copy_context()))
+    connection = current_connection()
+    # The sink is installed before the accept, so that no message reaches the channel first.
+    sink = partial(_on_message, sub, contextvars.copy_context())
+    if connection is not None and not connection.listen(sink):
+        sub.detach()  # the client left during the handshake
     await send({"type": "websocket.accept"})
     try:
-        if listening is None:
+        if connection is None:
             # Only receive() tells of client messages: a reader task waits there.
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_read, sub, receive, nursery.cancel_scope)
-                await _write_any(sub, send)
+                await _write(sub, send)
                 nursery.cancel_scope.cancel()
-        else:
-            if not listening:
-                sub.detach()  # the client left during the handshake
+        elif connection.can_write_direct:  # known once accepted (compression, TLS)
             # Client messages come to _on_message from the connection's
             # own task: this task only writes.
-            direct = DirectWriter.for_current_connection()
-            if direct is None:
-                await _write(sub, send)
-            else:
-                await _write_direct(sub, direct, send)
+            await _write_direct(sub, connection, send)
+        else:
+            await _write(sub, send)
     except Exception:
         # After the accept the client can only learn of a failure from the
         # close code; Quart would say 1000 here, which reads as success.
@@ -160,14 +159,6 @@ def _on_message(sub: Subscription, context: contextvars.Context, message: Messag
         sub.kick(CLOSE_INTERNAL_ERROR, "internal error")
 
 
-async def _write_any(sub: Subscription, send: Send) -> None:
-    direct = DirectWriter.for_current_connection()
-    if direct is None:
-        await _write(sub, send)
-    else:
-        await _write_direct(sub, direct, send)
-
-
 async def _write(sub: Subscription, send: Send) -> None:
     """The ASGI path: one ``websocket.send`` per frame (compression, HTTP/2, TLS)."""
     while batch := await sub.receive_batch():
@@ -176,7 +167,7 @@ async def _write(sub: Subscription, send: Send) -> None:
     await send({"type": "websocket.close", "code": sub.close_code, "reason": sub.close_reason})
 
 
-async def _write_direct(sub: Subscription, direct: DirectWriter, send: Send) -> None:
+async def _write_direct(sub: Subscription, direct: Connection, send: Send) -> None:
     """The hot path's writer: what direct writes left over, then queued frames, in one write."""
     direct.attach(sub)
     try:

@@ -28,8 +28,7 @@ handed to a sink in the connection's task), ``try_send(data) -> int`` (one
 non-blocking write of pre-built frame bytes), ``send(data)`` (Hypercorn's
 path with the write deadline), ``attach(sub)`` / ``detach(sub)`` (a
 subscription's half-written frame goes out before Hypercorn's own frames) and
-``abort()`` (reset now). ``listen()`` and ``DirectWriter.for_current_connection()``
-are older names for the same.
+``abort()`` (reset now).
 
 **How it is installed, and what is process-wide.** Hypercorn builds these
 objects itself, deep inside its trio worker, so :func:`install` rebinds the
@@ -66,10 +65,8 @@ from felix.web.hypercorn import listeners
 from felix.web.hypercorn.config import FelixConfig, is_felix
 from felix.web.hypercorn.connection import (
     Connection,
-    DirectWriter,
     MessageSink,
     current_connection,
-    listen,
 )
 from felix.web.hypercorn.h11_protocol import FelixH11Protocol
 from felix.web.hypercorn.http_close import close_http_connections
@@ -89,7 +86,6 @@ __all__ = [
     "REDACTED",
     "AppInbox",
     "Connection",
-    "DirectWriter",
     "FelixConfig",
     "FelixH11Protocol",
     "FelixTCPServer",
@@ -105,7 +101,6 @@ __all__ = [
     "install",
     "installed",
     "is_felix",
-    "listen",
     "redact_query",
 ]
 

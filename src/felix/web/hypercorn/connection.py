@@ -25,8 +25,7 @@ compression a frame's bytes are the same for every subscriber
 holds no write of its own (its send lock is free, the stream open), and the
 subscription checks it has nothing queued. :attr:`Connection.can_write_direct`
 is False with permessage-deflate, over HTTP/2 and TLS; then only the ASGI
-path may be used. ``DirectWriter.for_current_connection()`` and
-:func:`listen` are the older names, kept as aliases.
+path may be used.
 """
 
 from __future__ import annotations
@@ -44,11 +43,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Connection",
-    "DirectWriter",
     "MessageSink",
     "WriterBase",
     "current_connection",
-    "listen",
 ]
 
 
@@ -184,22 +181,3 @@ def current_connection() -> Connection | None:
     """
     found = _current()
     return None if found is None else Connection(*found)
-
-
-def listen(sink: MessageSink) -> bool | None:
-    """Alias: ``current_connection().listen(sink)``, or None without a connection."""
-    connection = current_connection()
-    return None if connection is None else connection.listen(sink)
-
-
-class DirectWriter(Connection):
-    """Alias of :class:`Connection` under its older name."""
-
-    @classmethod
-    def for_current_connection(cls) -> DirectWriter | None:
-        """The connection, if direct writes are possible on it; else None."""
-        found = _current()
-        if found is None:
-            return None
-        writer = cls(*found)
-        return writer if writer.can_write_direct else None
