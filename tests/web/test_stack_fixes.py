@@ -229,6 +229,7 @@ UPSTREAM_SIGNATURES = {
     "hypercorn.trio.tcp_server.TCPServer.protocol_send": "(self, event: 'Event') -> 'None'",
     "hypercorn.trio.tcp_server.TCPServer._read_data": "(self) -> 'None'",
     "hypercorn.trio.tcp_server.TCPServer._close": "(self) -> 'None'",
+    "hypercorn.trio.tcp_server.TCPServer._idle_timeout": "(self) -> 'None'",
     "hypercorn.protocol.ws_stream.WSStream.handle": "(self, event: 'Event') -> 'None'",
     "hypercorn.protocol.ws_stream.WSStream._handle_events": "(self) -> 'None'",
     "hypercorn.protocol.ws_stream.WSStream._accept": (

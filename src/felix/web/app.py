@@ -115,6 +115,29 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
     return app
 
 
+def _served_inline() -> Callable[[bytes, bytes], bool]:
+    """Which requests the adapter may serve in their connection's own task.
+
+    The HTTP routes the edge answers itself without streaming (the publish
+    route): they answer promptly, so the connection has nothing to read
+    meanwhile. A percent-encoded path takes the ordinary path.
+    """
+    inline = [
+        (route.method.encode(), route.pattern)
+        for route in ROUTES
+        if route.served_by is ServedBy.EDGE and not route.websocket and not route.stream
+    ]
+
+    def admits(method: bytes, target: bytes) -> bool:
+        path = target.partition(b"?")[0]
+        if b"%" in path:
+            return False
+        text = path.decode("ascii")
+        return any(method == wanted and pattern.fullmatch(text) for wanted, pattern in inline)
+
+    return admits
+
+
 def hypercorn_config(settings: Settings) -> FelixConfig:
     """The Hypercorn configuration Felix runs with (and its fixes read)."""
     config = FelixConfig.from_settings(settings)
@@ -125,6 +148,7 @@ def hypercorn_config(settings: Settings) -> FelixConfig:
         for route in ROUTES
         if route.websocket and route.body_limit is not None and not route.parameters
     }
+    config.felix_inline = _served_inline()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.logger_class = RedactingLogger
     # JSON logs: access lines go through the root logger's JSON handler (stderr).

@@ -12,6 +12,7 @@ Nothing here is an upstream defect; delete it with the last module that reads it
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hypercorn.config import Config
@@ -56,6 +57,10 @@ class FelixConfig(Config):
         #: ``websocket_max_message_size``: the producer stream takes a publish
         #: body's worth per frame. Exact paths; anything else gets the default.
         self.felix_message_limits: dict[str, int] = {}
+        #: Which requests (method, raw target) may be served in the connection's
+        #: own task when they arrive whole (see h11_protocol, 7): only routes whose
+        #: app answers promptly and never streams. None: every request as stock.
+        self.felix_inline: Callable[[bytes, bytes], bool] | None = None
         #: The open connections, which shutdown aborts when their writes stall.
         self.felix_servers: set[FelixTCPServer] = set()
         #: Pings this server's WebSockets (one task, not one per connection).

@@ -43,22 +43,49 @@ Upstream's main branch (commit 0e2311f, the 0.18.0 release, checked December
 5. **Three writes per response** (cost, ``felix_lean_http``). The head, the
    body and an empty end of message each cost a lock, a scope and a
    checkpoint; here the head is held until the body and empty writes skipped.
+7. **h11, a stream, a task and two timer moves per request** (cost). A request
+   the config's ``felix_inline`` admits (the publish route: it answers
+   promptly and never streams), arriving whole in one read on an idle
+   connection in the plainest HTTP/1.1 form
+   (:func:`~felix.web.hypercorn.plain_request.parse_plain_request`), is served
+   in the connection's own task: the ASGI scope built as ``HTTPStream`` builds
+   it, the app called inline with the body in one message, its answer written
+   in one write. h11 never sees the request and stays idle; the keep-alive
+   timer is not restarted but its deadline moved (tcp_server, 8). Any other
+   request, or any doubt, takes Hypercorn's path. Not a defect: delete it (and
+   ``plain_request``) if per-request CPU stops mattering; the REST tests run
+   both paths.
 """
 
 from __future__ import annotations
 
+import time
 from itertools import chain
 from typing import Any
+from urllib.parse import unquote
 
 import h11
+import trio
 from hypercorn.events import Closed, RawData, Updated
 from hypercorn.protocol.events import Body, Data, EndBody
 from hypercorn.protocol.h11 import STREAM_ID, H2ProtocolAssumedError, H11Protocol
-from hypercorn.typing import H11SendableEvent
+from hypercorn.typing import (
+    H11SendableEvent,
+    HTTPDisconnectEvent,
+    HTTPRequestEvent,
+    HTTPScope,
+    ResponseSummary,
+)
 
 from felix._core.events import encode
 from felix.web.hypercorn.config import FelixConfig
-from felix.web.hypercorn.tcp_server import BodyStarted, BodyTimedOut, Linger
+from felix.web.hypercorn.plain_request import (
+    PlainRequest,
+    parse_plain_request,
+    request_line,
+    response_bytes,
+)
+from felix.web.hypercorn.tcp_server import BodyStarted, BodyTimedOut, Inline, Linger
 
 __all__ = ["FelixH11Protocol"]
 
@@ -116,9 +143,13 @@ class FelixH11Protocol(H11Protocol):
     _felix_linger_left: int | None = None
 
     async def handle(self, event: Any) -> None:
-        if self._felix_linger_left is not None and isinstance(event, RawData):
-            await self._felix_discard(event.data)
-            return
+        if isinstance(event, RawData):
+            if self._felix_linger_left is not None:
+                await self._felix_discard(event.data)
+                return
+            if (request := self._felix_inline_request(event.data)) is not None:
+                await self._felix_serve_inline(request)
+                return
         if isinstance(event, BodyTimedOut):
             await self._felix_body_timed_out()
             return
@@ -321,3 +352,123 @@ class FelixH11Protocol(H11Protocol):
             data, self._felix_held = self._felix_held + (data or b""), b""
         if data:
             await self.send(RawData(data=data))
+
+    # --- 7: a plain request served in the connection's task ----------------------------
+
+    def _felix_inline_request(self, data: bytes) -> PlainRequest | None:
+        """``data`` as a request to serve inline (7), or None for Hypercorn's path."""
+        admits = self.config.felix_inline
+        connection = self.connection
+        if (
+            admits is None
+            or self.stream is not None
+            or not isinstance(connection, h11.Connection)
+            or connection.our_state is not h11.IDLE
+            or connection.their_state is not h11.IDLE
+            or connection.trailing_data[0]
+            or self.context.terminated.is_set()
+            or self.keep_alive_requests + 1 >= self.config.keep_alive_max_requests
+            or self.config.server_names
+            or self.config.h11_pass_raw_headers
+        ):
+            return None
+        line = request_line(data)
+        if line is None or not admits(*line):
+            return None
+        return parse_plain_request(data, self.config.h11_max_incomplete_size)
+
+    async def _felix_serve_inline(self, request: PlainRequest) -> None:
+        """Serve ``request`` by calling the app in this task; one write answers it (7)."""
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+        await self.send(Inline(busy=True))
+        started = time.time()
+        scope = self._felix_inline_scope(request)
+        answer = _InlineAnswer(request.body)
+        try:
+            await self.app(
+                scope, answer.receive, answer.send, trio.to_thread.run_sync, trio.from_thread.run
+            )
+        except Exception:
+            await self.config.log.exception("Error in ASGI Framework")
+        # At shutdown the answer says so and the connection closes, as in _maybe_recycle.
+        closing = self.context.terminated.is_set()
+        written = answer.written(self.config.response_headers("h11"), close=closing)
+        if written is None:
+            # No whole answer, or one h11 would not frame like this: a bare 500, as
+            # HTTPStream answers an app that failed, and the connection closes.
+            answer.response = {"status": 500, "headers": []}
+            written = (_bare_500(self.config.response_headers("h11")), True)
+        data, close = written
+        await self.send(RawData(data=data))
+        # Hypercorn logs an app that never answered with no response.
+        response: Any = answer.response
+        await self.config.log.access(scope, response, time.time() - started)
+        await self.send(Inline(busy=False))
+        if close:
+            await self.send(Closed())
+
+    def _felix_inline_scope(self, request: PlainRequest) -> HTTPScope:
+        """The ASGI scope ``HTTPStream.handle`` builds for an HTTP/1.1 request."""
+        path, _, query_string = request.target.partition(b"?")
+        return {
+            "type": "http",
+            "http_version": "1.1",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "method": request.method.decode("ascii").upper(),
+            "scheme": "https" if self.ssl else "http",
+            "path": unquote(path.decode("ascii")),
+            "raw_path": path,
+            "query_string": query_string,
+            "root_path": self.config.root_path,
+            "headers": request.headers,
+            "client": self.client,
+            "server": self.server,
+            # As HTTPStream: the lifespan state's copy (typed loosely upstream).
+            "state": self.connection_state.copy(),  # type: ignore[typeddict-item]
+            "extensions": {},
+        }
+
+
+def _bare_500(extra: list[tuple[bytes, bytes]]) -> bytes:
+    headers = [(b"content-length", b"0"), (b"connection", b"close"), *extra]
+    return b"HTTP/1.1 500 \r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in headers) + b"\r\n"
+
+
+class _InlineAnswer:
+    """The ASGI ``receive`` and ``send`` of an inline request (7): the body in one
+    message, then ``http.disconnect``; the answer gathered for one write."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body: bytes | None = body
+        self.response: ResponseSummary | None = None
+        self._chunks: list[bytes] = []
+        self._complete = False
+
+    async def receive(self) -> HTTPRequestEvent | HTTPDisconnectEvent:
+        body, self._body = self._body, None
+        if body is None:
+            # The connection is not read while the app runs: nothing more can come.
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(self, message: Any) -> None:
+        kind = message["type"]
+        if kind == "http.response.start" and self.response is None:
+            self.response = {
+                "status": int(message["status"]),
+                "headers": message.get("headers", ()),
+            }
+        elif kind == "http.response.body" and self.response is not None and not self._complete:
+            self._chunks.append(bytes(message.get("body", b"")))
+            self._complete = not message.get("more_body", False)
+
+    def written(
+        self, extra: list[tuple[bytes, bytes]], *, close: bool
+    ) -> tuple[bytes, bool] | None:
+        """The response's bytes and whether to close after them; None if incomplete."""
+        if self.response is None or not self._complete:
+            return None
+        headers = chain(self.response.get("headers", ()), extra)
+        body = b"".join(self._chunks)
+        return response_bytes(int(self.response["status"]), headers, body, close=close)

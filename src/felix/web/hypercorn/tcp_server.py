@@ -43,6 +43,12 @@ own class for any other config). Upstream's main branch (commit 0e2311f, the
    protocol stops it when the body is complete, or answers 408 and closes.
    Delete when ``tests/web/test_time_bounds.py::test_a_body_that_never_finishes``
    passes against Hypercorn's own classes.
+8. **Inline requests and the keep-alive timer** (cost, with h11_protocol 7).
+   A request served in the connection's task announces itself with
+   :class:`Inline` instead of ``Updated``: its start marks the connection busy
+   and its end stamps the time, and the keep-alive timer, rather than being
+   stopped and restarted per request, counts from that stamp when it wakes
+   (``_idle_timeout``). Delete with h11_protocol's section 7.
 6. **The connection, reachable** (not a defect). The handler serving a task
    is in :data:`CURRENT_SERVER`, inherited by the app's task, which is how
    :mod:`felix.web.hypercorn.connection` finds it.
@@ -69,13 +75,14 @@ __all__ = [
     "BodyStarted",
     "BodyTimedOut",
     "FelixTCPServer",
+    "Inline",
     "Linger",
     "QuickIdleTimer",
     "abort_stalled_writes",
 ]
 
 #: The upstream methods this module overrides (the guard test checks them).
-OVERRIDES = ("__init__", "protocol_send", "_read_data", "_close")
+OVERRIDES = ("__init__", "protocol_send", "_read_data", "_close", "_idle_timeout")
 
 #: The connection handler serving the current task. Hypercorn starts the ASGI
 #: app's task from the handler's own task, so the app inherits it.
@@ -84,6 +91,13 @@ CURRENT_SERVER: ContextVar[FelixTCPServer | None] = ContextVar("felix_current_se
 
 class Linger(Event):
     """From the protocol: the response is out, the request body still coming (5)."""
+
+
+class Inline(Event):
+    """From the protocol: an inline request starts (``busy``) or has been answered (8)."""
+
+    def __init__(self, busy: bool) -> None:
+        self.busy = busy
 
 
 class BodyStarted(Event):
@@ -108,6 +122,10 @@ class FelixTCPServer(TCPServer):
     #: Set by the direct writer: takes the unwritten rest of a direct write,
     #: which must reach the wire before any other byte of this connection.
     felix_take_leftover: Callable[[], bytes] | None = None
+    #: When the connection last became idle: the keep-alive timer counts from it (8).
+    _felix_idle_since: float = 0.0
+    #: Whether an inline request is being served (the timer must not close) (8).
+    _felix_inline_busy: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Hypercorn makes the handler in the connection's task, just before
@@ -134,6 +152,11 @@ class FelixTCPServer(TCPServer):
         return getattr(getattr(self.stream, "socket", None), "_sock", None)
 
     async def protocol_send(self, event: Event) -> None:
+        if isinstance(event, Inline):
+            self._felix_inline_busy = event.busy
+            if not event.busy:
+                self._felix_idle_since = trio.current_time()
+            return
         if isinstance(event, Linger):
             await self._felix_linger()
             return
@@ -243,6 +266,29 @@ class FelixTCPServer(TCPServer):
         await trio.sleep(self.config.felix_body_timeout)
         with trio.CancelScope(shield=True):
             await self.protocol.handle(BodyTimedOut())
+
+    # --- the keep-alive timer (8) ---------------------------------------------------
+
+    async def _idle_timeout(self) -> None:
+        # Hypercorn's: close once idle for keep_alive_timeout, or at shutdown;
+        # but an inline request in between moves the deadline instead.
+        timeout = self.config.keep_alive_timeout
+        self._felix_idle_since = trio.current_time()
+        while True:
+            with trio.move_on_at(self._felix_idle_since + timeout):
+                await self.context.terminated.wait()
+            if self._felix_inline_busy:
+                if self.context.terminated.is_set():
+                    return  # the inline request sees it, and closes after its answer
+                self._felix_idle_since = trio.current_time()
+                continue
+            if (
+                self.context.terminated.is_set()
+                or trio.current_time() >= self._felix_idle_since + timeout
+            ):
+                break
+        with trio.CancelScope(shield=True):
+            await self._initiate_server_close()
 
     # --- reads (3, 5) -------------------------------------------------------------------
 
