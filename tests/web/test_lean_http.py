@@ -8,6 +8,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from hypercorn.events import RawData
 
 import felix.web.hypercorn as hypercorn_patches
@@ -113,3 +114,36 @@ async def test_a_timer_stopped_before_its_task_ran_never_fires() -> None:
         await timer.restart(group, action("replaced"))  # type: ignore[arg-type]
         await timer.restart(group, action("last"))  # type: ignore[arg-type]
     assert fired == ["last"]
+
+
+async def test_a_deferred_timer_starts_only_when_armed() -> None:
+    fired: list[str] = []
+
+    def action(name: str) -> Any:
+        async def run() -> None:
+            fired.append(name)
+
+        return run
+
+    timer = QuickIdleTimer(deferred=True)
+    async with trio.open_nursery() as nursery:
+        group = Group(nursery)
+        await timer.restart(group, action("stopped before it waited"))  # type: ignore[arg-type]
+        await timer.stop()
+        timer.arm()  # nothing noted: nothing starts
+        await timer.restart(group, action("noted"))  # type: ignore[arg-type]
+        await trio.testing.wait_all_tasks_blocked()
+        assert fired == []  # not started until armed
+        timer.arm()
+    assert fired == ["noted"]
+
+
+async def test_a_silent_connection_is_closed_after_the_keep_alive_timeout(
+    start_server: StartServer,
+) -> None:
+    # The timer of a connection that never sends is started by its first wait.
+    server = await start_server(keep_alive_timeout=0.5)
+    host, port = server.http.removeprefix("http://").split(":")
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        with trio.fail_after(5):
+            assert await stream.receive_some() == b""

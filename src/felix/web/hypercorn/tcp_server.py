@@ -25,7 +25,10 @@ own class for any other config). Upstream's main branch (commit 0e2311f, the
    loop. Not a defect.
 4. **The keep-alive timer's lock and round trip** (cost). ``TrioSingleTask``
    takes a lock and ``nursery.start`` per request; :class:`QuickIdleTimer`
-   does the same with ``start_soon`` and a cancel scope made in advance.
+   does the same with ``start_soon`` and a cancel scope made in advance, and
+   under the lean read loop starts its task only when the connection waits
+   for bytes: a connection whose first request is already in (a WebSocket
+   handshake, usually) never starts one only to cancel it.
 5. **A refusal the client never reads** (defect, with h11_protocol). When the
    app answers before the request body has arrived (413, 401, 404) and
    Hypercorn closes the socket with the body unread, the kernel answers the
@@ -64,7 +67,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import trio
-from hypercorn.events import Closed, Event, RawData
+from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.typing import TaskGroup
 
@@ -126,6 +129,8 @@ class FelixTCPServer(TCPServer):
     _felix_idle_since: float = 0.0
     #: Whether an inline request is being served (the timer must not close) (8).
     _felix_inline_busy: bool = False
+    #: Whether the lean read loop waits for bytes (a timer restarted now starts now) (4).
+    _felix_parked: bool = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Hypercorn makes the handler in the connection's task, just before
@@ -135,7 +140,9 @@ class FelixTCPServer(TCPServer):
         CURRENT_SERVER.set(self)
         self.felix_handler_nursery = trio.lowlevel.current_task().parent_nursery
         if self.config.felix_lean_http:
-            self.idle_task = QuickIdleTimer()  # type: ignore[assignment]
+            # Deferred where the lean read loop arms it before each wait (3, 4).
+            deferred = self.config.read_timeout is None and self._felix_sock() is not None
+            self.idle_task = QuickIdleTimer(deferred=deferred)  # type: ignore[assignment]
 
     async def _close(self) -> None:
         # run() ends in _close() on every path, so the connection leaves the
@@ -165,6 +172,12 @@ class FelixTCPServer(TCPServer):
             return
         if not isinstance(event, RawData):
             await super().protocol_send(event)
+            if self._felix_parked and isinstance(event, Updated) and event.idle:
+                # Answered by the app's task while the read loop already waits:
+                # that wait will not arm the timer, so it starts here (4).
+                arm = getattr(self.idle_task, "arm", None)
+                if arm is not None:
+                    arm()
             return
         sock = self._felix_sock()
         if sock is None or not self.config.felix_lean_http or self.send_lock.locked():
@@ -305,6 +318,8 @@ class FelixTCPServer(TCPServer):
     async def _felix_read_loop(self) -> None:
         trio_sock: Any = self.stream.socket
         sock = self._felix_sock()
+        # The keep-alive timer starts when the connection first waits (4).
+        arm_timer = getattr(self.idle_task, "arm", None)
         while True:
             try:
                 data: bytes | None = sock.recv(MAX_RECV)
@@ -313,12 +328,17 @@ class FelixTCPServer(TCPServer):
             except OSError:
                 break  # reset by the peer, or closed under us: as Hypercorn's loop
             if data is None:
+                if arm_timer is not None:
+                    arm_timer()
                 # Waited for outside the except clause: inside it, the
                 # exception and its traceback would stay alive all the while.
+                self._felix_parked = True
                 try:
                     await trio.lowlevel.wait_readable(trio_sock)
                 except (trio.ClosedResourceError, trio.BrokenResourceError):
                     break
+                finally:
+                    self._felix_parked = False
                 continue
             await self.protocol.handle(RawData(data))
             if not data:
@@ -333,21 +353,42 @@ async def _run_in(scope: trio.CancelScope, action: Callable[[], Awaitable[None]]
 
 
 class QuickIdleTimer:
-    """``TrioSingleTask`` for the keep-alive timeout, without a lock or a round trip (4)."""
+    """``TrioSingleTask`` for the keep-alive timeout, without a lock or a round trip (4).
 
-    def __init__(self) -> None:
+    With ``deferred``, :meth:`restart` only notes the action, and :meth:`arm`
+    starts it when the connection is about to wait for bytes: most requests
+    (a WebSocket handshake above all) arrive with or right after the
+    connection, and then the timer's task is never started only to be
+    cancelled at once.
+    """
+
+    def __init__(self, *, deferred: bool = False) -> None:
         self._scope: trio.CancelScope | None = None
+        self._deferred = deferred
+        self._pending: tuple[TaskGroup, Callable[[], Awaitable[None]]] | None = None
 
     async def restart(self, task_group: TaskGroup, action: Callable[[], Awaitable[None]]) -> None:
         """Start ``action`` in its own cancel scope, stopping the one running before."""
         if self._scope is not None:
             self._scope.cancel()
+            self._scope = None
+        self._pending = (task_group, action)
+        if not self._deferred:
+            self.arm()
+
+    def arm(self) -> None:
+        """Start the action :meth:`restart` noted, if it has not started yet."""
+        if self._pending is None:
+            return
+        task_group, action = self._pending
+        self._pending = None
         self._scope = scope = trio.CancelScope()
         nursery: trio.Nursery = task_group._nursery  # type: ignore[attr-defined]
         nursery.start_soon(_run_in, scope, action)
 
     async def stop(self) -> None:
         """Stop the running ``action``, if any (also before its task has started)."""
+        self._pending = None
         if self._scope is not None:
             self._scope.cancel()
             self._scope = None
