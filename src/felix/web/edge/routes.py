@@ -107,10 +107,13 @@ class Route:
     #: Whether a browser's ``Origin`` must be allowed (FELIX_ALLOWED_ORIGINS).
     checks_origin: bool = False
     pattern: re.Pattern[str] = attrs.field(init=False, repr=False, eq=False)
+    #: The literal start of the path, before any ``{param}``: a cheap first test.
+    prefix: str = attrs.field(init=False, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
         # split() gives literal text, then a name and its ":path" (or None), and so on.
         parts = _PARAM.split(self.path)
+        object.__setattr__(self, "prefix", parts[0])
         regex = re.escape(parts[0])
         for name, kind, literal in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
             regex += f"(?P<{name}>{'.+' if kind else '[^/]+'})" + re.escape(literal)
@@ -274,7 +277,8 @@ def routes_at(path: str, *, websocket: bool) -> Iterator[tuple[Route, Mapping[st
     """Every route of the given kind whose path matches ``path``, in table order."""
     seen: set[str] = set()
     for route in ROUTES:
-        if route.websocket != websocket:
+        # The prefix test spares most routes their regex (this runs per request).
+        if route.websocket != websocket or not path.startswith(route.prefix):
             continue
         found = route.pattern.fullmatch(path)
         # A literal path shadows a {param} one of the same shape for every
