@@ -184,7 +184,9 @@ def _too_deep(what: str, limit: int) -> InvalidEvent:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with microseconds and a ``Z``, as the contract shows."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat() is about twice as fast as strftime(); in UTC it ends "+00:00".
+    utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+    return utc.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def frame_header(length: int) -> bytes:
