@@ -191,3 +191,28 @@ async def test_inbox_has_one_receiver() -> None:
         with pytest.raises(trio.BusyResourceError):
             await inbox.receive()
         await inbox.put(message(0))
+
+
+def numbers(items: list[Any]) -> list[int]:
+    return [int(item["text"]) for item in items]
+
+
+async def test_inbox_hands_a_burst_over_at_once_in_order() -> None:
+    inbox = AppInbox(3)
+    taken: list[int] = []
+    async with trio.open_nursery() as nursery:
+
+        async def put_five() -> None:
+            for n in range(5):
+                await inbox.put(message(n))
+
+        nursery.start_soon(put_five)
+        await trio.testing.wait_all_tasks_blocked()
+        taken.append(await number(inbox))
+        # What is queued now comes at once; the putter waiting for room is let in.
+        taken += numbers(inbox.take_queued())
+        assert taken == [0, 1, 2]
+        await trio.testing.wait_all_tasks_blocked()
+        taken += numbers(inbox.take_queued())
+    assert taken == [0, 1, 2, 3, 4]
+    assert inbox.take_queued() == []

@@ -11,6 +11,8 @@ this package touches a Hypercorn, wsproto or trio-socket object.
 - :meth:`Connection.listen` — hand every later client message (ASGI
   ``websocket.receive`` / ``websocket.disconnect``) to a sink, called in the
   connection's own task, so the app needs no reader task;
+- :meth:`Connection.take_queued` — the client messages already queued for
+  the app, without a checkpoint each (a burst handled in one turn);
 - :meth:`Connection.try_send` — write pre-built frame bytes with one
   non-blocking ``send`` (the hot path), or 0 if that would overtake anything;
 - :meth:`Connection.send` — write through Hypercorn's path, with its lock and
@@ -117,6 +119,16 @@ class Connection(WriterBase):
         it before the accept, so no message reaches the app's inbox first.
         """
         return self._stream.felix_listen(sink)
+
+    def take_queued(self) -> list[dict[str, Any]]:
+        """The client messages already queued for the app, taken without waiting.
+
+        Call it right after ``await receive()`` to handle a burst of messages
+        (a producer's frames from one read) in one turn of the task; the
+        messages are those ``receive()`` would give next, in order. Empty
+        when none are queued, or when the app's inbox is not Felix's.
+        """
+        return self._stream.felix_take_queued()
 
     def try_send(self, data: bytes) -> int:
         """Write what the kernel takes now, without waiting; return the byte count.

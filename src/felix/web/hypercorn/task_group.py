@@ -17,6 +17,11 @@ plain ``hypercorn.Config`` app in the same process).
    (``websocket.connect``). :class:`AppInbox` is the same bounded queue with
    the same blocking and checkpoints, for one receiver, in a fraction of the
    memory. Not a defect: delete it if memory per connection stops mattering.
+3. **A burst taken at once** (cost): :meth:`AppInbox.take_queued` hands a
+   receiver every message already queued without a checkpoint each, so a
+   producer's frames that arrived in one read are handled in one turn of the
+   app's task (and their publishes coalesce on the workflow's actor).
+   Reached through :meth:`felix.web.hypercorn.connection.Connection.take_queued`.
 2. **A hook for ``100 Continue``** (with :mod:`felix.web.hypercorn.h11_protocol`):
    the inbox calls ``on_first_receive`` the first time the app asks for the
    request body, which is when the ``100`` may go out. Deleted with the fix
@@ -106,6 +111,18 @@ class AppInbox:
         message = self._take()
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
+
+    def take_queued(self) -> list[ASGIReceiveEvent]:
+        """Take every message already waiting, in order, without waiting or a checkpoint.
+
+        For a receiver that has just had its checkpoint in :meth:`receive`
+        and can handle a burst at once (3): the putters waiting for room get
+        their turn as they would from :meth:`receive`.
+        """
+        taken: list[ASGIReceiveEvent] = []
+        while self._items:
+            taken.append(self._take())
+        return taken
 
     def _abort_receive(self, _: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
         self._receiver = None

@@ -72,6 +72,7 @@ from wsproto.frame_protocol import CloseReason
 from felix._core.events import encode
 from felix.web.hypercorn.config import FelixConfig
 from felix.web.hypercorn.pinger import Pinger
+from felix.web.hypercorn.task_group import AppInbox
 from felix.web.hypercorn.tcp_server import CURRENT_SERVER
 
 __all__ = ["FelixWSStream", "MessageSink"]
@@ -174,6 +175,11 @@ class FelixWSStream(WSStream):
             sink(message)
         elif self._felix_app_put is not None:
             await self._felix_app_put(message)
+
+    def felix_take_queued(self) -> list[dict[str, Any]]:
+        """The app's messages already queued, taken without waiting (see AppInbox)."""
+        inbox = getattr(self._felix_app_put, "__self__", None)
+        return inbox.take_queued() if isinstance(inbox, AppInbox) else []  # type: ignore[return-value]
 
     def felix_listen(self, sink: MessageSink) -> bool:
         """Send every later message to ``sink``; False if the stream has already closed."""
