@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import trio
+import trio.testing
 
 import felix
 import felix._runtime.actor
@@ -157,3 +158,23 @@ async def test_a_refused_publish_among_queued_ones_leaves_the_others_delivered()
             assert set(outcomes.values()) <= {"ok", "workflow_conflict"}
             assert await stream.receive_batch() == []
             assert stream.close_code == 1000
+
+
+async def test_a_reply_wakes_every_waiter_and_a_wait_can_be_cancelled() -> None:
+    reply = felix._runtime.actor._Reply()
+    got: list[Any] = []
+    with trio.move_on_after(0.01) as waited:
+        await reply.wait()
+    assert waited.cancelled_caught  # nothing was answered: the wait was cut off cleanly
+    async with trio.open_nursery() as nursery:
+
+        async def wait() -> None:
+            got.append(await reply.wait())
+
+        nursery.start_soon(wait)
+        nursery.start_soon(wait)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not reply.done
+        reply.set("answer")
+    assert got == ["answer", "answer"]
+    assert await reply.wait() == "answer"  # answered: at once

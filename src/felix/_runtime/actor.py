@@ -102,17 +102,25 @@ class PublishResult:
 
 @attrs.define(eq=False)
 class _Reply:
-    """A one-shot answer from the actor to the task that sent a command."""
+    """A one-shot answer from the actor to the task that sent a command.
 
-    _done: trio.Event = attrs.field(factory=trio.Event)
+    A trio.Event would do, but one is made per publish: this keeps just the
+    waiting tasks (usually one) and skips the checkpoint once answered, so a
+    producer stream's writer collects a burst of answers in one turn.
+    """
+
     _value: Any = None
     _error: FelixError | None = None
+    _set: bool = False
+    _waiters: list[trio.lowlevel.Task] | None = None
     #: Called once when the answer is set (the hub's in-flight idempotency keys).
     on_done: Callable[[], None] | None = None
 
     def set(self, value: Any = None, error: FelixError | None = None) -> None:
-        self._value, self._error = value, error
-        self._done.set()
+        self._value, self._error, self._set = value, error, True
+        waiters, self._waiters = self._waiters, None
+        for task in waiters or ():
+            trio.lowlevel.reschedule(task)
         if self.on_done is not None:
             on_done, self.on_done = self.on_done, None
             on_done()
@@ -120,10 +128,25 @@ class _Reply:
     @property
     def done(self) -> bool:
         """Whether the answer is in (``wait()`` then returns or raises at once)."""
-        return self._done.is_set()
+        return self._set
 
     async def wait(self) -> Any:
-        await self._done.wait()
+        """The answer, waiting for it if it is not in yet (cancellable while waiting).
+
+        Not a checkpoint once the answer is in.
+        """
+        if not self._set:
+            task = trio.lowlevel.current_task()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(task)
+
+            def abort(_: trio.lowlevel.RaiseCancelT) -> trio.lowlevel.Abort:
+                if self._waiters is not None:
+                    self._waiters.remove(task)
+                return trio.lowlevel.Abort.SUCCEEDED
+
+            await trio.lowlevel.wait_task_rescheduled(abort)
         if self._error is not None:
             raise self._error
         return self._value
