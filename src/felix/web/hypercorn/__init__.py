@@ -5,15 +5,17 @@ One module per upstream class changed, each saying the upstream version it was
 written against, each defect or cost it addresses, and how to delete it:
 
 - :mod:`~felix.web.hypercorn.tcp_server` — ``hypercorn.trio.tcp_server.TCPServer``
-  (write deadline, quick writes, lean reads, lingering close);
+  (write deadline, quick writes, lean reads, lingering close, a keep-alive
+  timer started when the connection waits and moved by inline requests);
 - :mod:`~felix.web.hypercorn.ws_stream` — ``hypercorn.protocol.ws_stream.WSStream``
   (dead peers, compression setting, oversized messages, direct reads, the h11
   parser let go);
 - :mod:`~felix.web.hypercorn.h11_protocol` — ``hypercorn.protocol.h11.H11Protocol``
   (no ``100 Continue`` before a refusal, lingering close, framing RFC 9112
-  refuses, idle HTTP/2 by prior knowledge, one write per response);
+  refuses, idle HTTP/2 by prior knowledge, one write per response, plain whole
+  publishes served inline, with :mod:`~felix.web.hypercorn.plain_request`);
 - :mod:`~felix.web.hypercorn.task_group` — ``hypercorn.trio.task_group.TaskGroup``
-  (a lean app inbox);
+  (a lean app inbox, a burst taken at once);
 - :mod:`~felix.web.hypercorn.logger` — ``hypercorn.logging.Logger`` (redaction);
 - :mod:`~felix.web.hypercorn.config` — :class:`FelixConfig`;
 - :mod:`~felix.web.hypercorn.listeners` — trio's accept loop's error log (EMFILE);
