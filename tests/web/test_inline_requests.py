@@ -61,6 +61,7 @@ def test_a_plain_request_is_parsed() -> None:
         publish("wf_1", extra=b"Transfer-Encoding: chunked\r\n"),
         publish("wf_1", extra=b"Expect: 100-continue\r\n"),
         publish("wf_1", extra=b"Connection: close\r\n"),
+        publish("wf_1", extra=b"Connection: keep-alive, Upgrade\r\n"),
         publish("wf_1", extra=b"X-A: b\r\n folded\r\n"),
         publish("wf_1", extra=b"X-A: caf\xc3\xa9\r\n"),
         publish("wf_1", extra=b"X-A: b\x00\r\n"),
@@ -72,6 +73,12 @@ def test_a_plain_request_is_parsed() -> None:
 )
 def test_anything_unusual_is_left_to_h11(data: bytes) -> None:
     assert parse_plain_request(data, 16384) is None
+
+
+def test_keep_alive_said_out_loud_is_still_plain() -> None:
+    request = parse_plain_request(publish("wf_1", extra=b"Connection: Keep-Alive\r\n"), 16384)
+    assert request is not None
+    assert (b"connection", b"Keep-Alive") in request.headers
 
 
 def test_a_head_over_the_limit_is_left_to_h11() -> None:
@@ -155,7 +162,7 @@ async def test_a_plain_publish_is_served_inline_like_any_other(
         await stream.send_all(publish(workflow_id))
         inline = await read_response(stream)
         # The same request in a form the parser leaves to h11, on the same connection.
-        await stream.send_all(publish(workflow_id, extra=b"Connection: keep-alive\r\n"))
+        await stream.send_all(publish(workflow_id, extra=b"Expect: 100-continue\r\n"))
         stock = await read_response(stream)
     assert inline_served == [f"/api/v1/workflows/{workflow_id}/events".encode()]
     strip = re.compile(rb"date: [^\r]*\r\n|_seq\":\d")

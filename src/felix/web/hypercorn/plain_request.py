@@ -84,7 +84,9 @@ def _fields(data: bytes, start: int, end: int) -> list[tuple[bytes, bytes]] | No
         if found is None:
             return None
         name = found[1].lower()
-        if name in _NOT_PLAIN:
+        # "Connection: keep-alive" (HTTP/1.1's default anyway) is what many
+        # clients send on every request; any other Connection goes to h11.
+        if name in _NOT_PLAIN and not (name == b"connection" and found[2].lower() == b"keep-alive"):
             return None
         hosts += name == b"host"
         headers.append((name, found[2]))
