@@ -15,7 +15,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from felix_bench._report import MetricSummary, summarize
-from felix_bench._scenarios import SCENARIOS, Metric, RunResult
+from felix_bench._restart_clients import Tally
+from felix_bench._scenarios import SCENARIOS, Check, Metric, RunResult
 
 P99 = Metric("latency_p99_ms", "latency p99", "ms", higher_is_better=False, target=1.0)
 P99_EVERY = Metric(
@@ -111,3 +112,34 @@ def test_issue_14_targets_are_where_the_issue_puts_them() -> None:
     assert target("fanout", "latency_p99_ms") == (0.5, False)
     assert target("storm", "server_us_per_handshake") == (0.75, False)
     assert target("sse-fanout", "server_us_per_delivery") == (1.25, False)
+
+
+def test_a_tally_counts_duplicates_reorders_and_losses_by_n() -> None:
+    tally = Tally()
+    for n in (1, 2, 4, 3, 4, 9):
+        tally.take(n)
+    assert tally.duplicates == 1
+    assert tally.reordered == 1
+    assert tally.highest == 9
+    assert tally.lost(6) == 2  # 5 and 6 never came
+    assert tally.unexpected(6) == 1  # 9 was never published
+
+
+def test_a_lossy_check_passes_with_losses_but_not_with_broken_connections() -> None:
+    check = Check(expected=100, delivered=60, lost=40, duplicates=2, lossy=True)
+    assert check.ok
+    assert check.describe() == "ok, no resume: 40 lost, 2 dup/reord"
+    check.connect_failures = 1
+    assert not check.ok
+    strict = Check(expected=100, delivered=60, lost=40)
+    assert not strict.ok
+
+
+def test_the_restart_storm_judges_felix_losses_absolutely() -> None:
+    metrics = {m.key: m for m in SCENARIOS["restart-storm"].metrics}
+    assert metrics["restart_live_s"].target == 1.0
+    lost = metrics["restart_lost"]
+    assert (lost.target, lost.absolute) == (0.0, True)
+    assert SCENARIOS["restart-storm"].full.workflows * SCENARIOS[
+        "restart-storm"
+    ].full.subscribers == (2000)

@@ -91,10 +91,12 @@ def run_restart(ctx: Context, scenario: str, plan: Plan, side: str, round_number
 
 
 def _run(storm: _Storm) -> None:
+    storm.marks["start"] = time.monotonic()
     storm.port = free_port()
     server = _start_server(storm, "server")
     workflows = create_workflows(server, storm.plan.workflows)
     _start_subscribers(storm, workflows)
+    storm.marks["connected"] = time.monotonic()
     pub = _spawn(storm, "pub", {"role": "pub", "workflows": workflows, "rate": storm.plan.rate})
     wait_events([pub], "ready", 60)
     generator_pids = [g.pid for g in storm.generators]
@@ -103,13 +105,16 @@ def _run(storm: _Storm) -> None:
     storm.marks["go"] = time.monotonic()
     time.sleep(storm.plan.duration_s)
     lives = _restart(storm)
+    storm.marks["live"] = time.monotonic()
     time.sleep(storm.plan.duration_s)
     pub.send({"cmd": "stop"})
     (published,) = wait_events([pub], "published", 60)
     counts = {wf: int(n) for wf, n in published["counts"].items()}
     for node in storm.subs:
         node.send({"cmd": "expect", "counts": counts, "drain_s": DRAIN_S})
+    storm.marks["stopped"] = time.monotonic()
     dones = wait_events(storm.subs, "done", DRAIN_S + 30)
+    storm.marks["done"] = time.monotonic()
     seconds = time.monotonic() - storm.marks["go"]
     generator_cpu = sum(cpu_seconds(pid) for pid in generator_pids) - generator_cpu
     storm.result.metrics["generator_cpu_pct"] = 100 * generator_cpu / seconds
@@ -227,4 +232,6 @@ def _audit(
         workflows_recreated=int(published["recreated"]),
         gaps=sum(int(done["gaps"]) for done in dones),
         subscribers_live=len(times),
+        # Where the run's time went, for keeping the scenario short.
+        phases_s={name: round(at - marks["start"], 2) for name, at in marks.items()},
     )
