@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -183,7 +184,20 @@ def _restart(storm: _Storm) -> list[dict[str, Any]]:
     storm.marks["restart"] = time.monotonic()
     _start_server(storm, "server-restarted")
     storm.marks["listening"] = time.monotonic()
-    return wait_events(storm.subs, "live", LIVE_TIMEOUT_S + 15)
+    try:
+        return wait_events(storm.subs, "live", LIVE_TIMEOUT_S + 15)
+    except BenchError:
+        _dump_stacks(storm.subs)
+        raise
+
+
+def _dump_stacks(nodes: list[NodeProc]) -> None:
+    """Ask silent client processes for their stacks (faulthandler, into their logs)."""
+    for node in nodes:
+        if node.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGUSR1)
+    time.sleep(0.5)
 
 
 def _audit(

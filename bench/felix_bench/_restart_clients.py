@@ -24,8 +24,10 @@ Times are ``time.monotonic()`` (CLOCK_MONOTONIC), comparable with the orchestrat
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -192,7 +194,8 @@ async def _commands(send: MemoryObjectSendStream[dict[str, Any]]) -> None:
     """Read commands from stdin; ``quit`` or a closed stdin (the orchestrator is gone)
     ends the process at once, as the Node generators do: nothing is left to report."""
     async with send:
-        while line := await anyio.to_thread.run_sync(sys.stdin.readline):
+        # Abandoned on cancel: a blocked readline must not hold up the error report.
+        while line := await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True):
             command = json.loads(line)
             if command.get("cmd") == "quit":
                 break
@@ -395,6 +398,9 @@ async def _main(config: dict[str, Any]) -> None:
 def main(argv: list[str]) -> int:
     """Run one role; errors become an ``error`` event (the orchestrator shows it)."""
     config = json.loads(argv[1])
+    # A process that stops answering gets SIGUSR1 from the orchestrator: its
+    # threads' stacks then go to its log (stderr), to show where it hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         anyio.run(_main, config)
     except BaseException as error:  # reported to the orchestrator, then exit 1

@@ -403,9 +403,9 @@ _RESTART = Plan(
     subscribers=20,
     mode="rate",
     rate=1.5,
-    duration_s=4.0,
+    duration_s=2.5,
     sub_procs=4,
-    connect_concurrency=16,
+    connect_concurrency=32,
     restart=True,
 )
 _RESTART_METRICS: Final = (
@@ -587,7 +587,7 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             ),
             metrics=(*_RESTART_METRICS, _EVENTS),
             full=_RESTART,
-            quick=replace(_RESTART, duration_s=2.0),
+            quick=replace(_RESTART, duration_s=1.5),
         ),
     )
 }
