@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 from felix_bench._report import MetricSummary, summarize
-from felix_bench._restart_clients import Tally
+from felix_bench._restart_clients import Subscriber, Tally, audit
 from felix_bench._scenarios import SCENARIOS, Check, Metric, RunResult
 
 P99 = Metric("latency_p99_ms", "latency p99", "ms", higher_is_better=False, target=1.0)
@@ -129,8 +129,8 @@ def test_a_lossy_check_passes_with_losses_but_not_with_broken_connections() -> N
     check = Check(expected=100, delivered=60, lost=40, duplicates=2, lossy=True)
     assert check.ok
     assert check.describe() == "ok, no resume: 40 lost, 2 dup/reord"
-    check.connect_failures = 1
-    assert not check.ok
+    broken = Check(expected=100, delivered=60, lost=40, connect_failures=1, lossy=True)
+    assert not broken.ok
     strict = Check(expected=100, delivered=60, lost=40)
     assert not strict.ok
 
@@ -143,3 +143,27 @@ def test_the_restart_storm_judges_felix_losses_absolutely() -> None:
     assert SCENARIOS["restart-storm"].full.workflows * SCENARIOS[
         "restart-storm"
     ].full.subscribers == (2000)
+
+
+class _Stub(Subscriber):
+    def connections(self) -> int:
+        return 1
+
+    async def run(self) -> None:
+        return None
+
+
+def test_the_audit_sums_every_subscriber_against_what_was_published() -> None:
+    first, second = _Stub("http://x", "wf-a"), _Stub("http://x", "wf-b")
+    for n in (1, 2, 3):
+        first.tally.take(n)
+    for n in (1, 3, 3):
+        second.tally.take(n)
+    second.error = "wf-b: gave up"
+    report = audit([first, second], {"wf-a": 3, "wf-b": 4})
+    assert report["subscribers"] == 2
+    assert report["delivered"] == 5
+    assert report["lost"] == 2  # wf-b's 2 and 4
+    assert report["duplicates"] == 1
+    assert report["failed"] == 1
+    assert report["errors"] == ["wf-b: gave up"]

@@ -50,15 +50,23 @@ from felix.client import (
 )
 from felix.client._websocket import ConnectionClosed, HandshakeRejected, open_connection
 
-__all__ = ["Tally", "main"]
+__all__ = ["Subscriber", "Tally", "audit", "main"]
 
 #: Seconds between two looks at the subscribers while waiting for them to be live.
 POLL_S: Final = 0.02
 #: Seconds before a failed publish is tried again.
 RETRY_S: Final = 0.1
 MAX_ERRORS: Final = 8
-#: Whatever ends a seed connection or refuses one: the loop connects again.
-_DROPS: Final = (ConnectionClosed, HandshakeRejected, RemoteProtocolError, OSError, TimeoutError)
+#: Whatever ends a seed connection or refuses one: the loop connects again. (A
+#: reset during the handshake is anyio's BrokenResourceError, not an OSError.)
+_DROPS: Final = (
+    ConnectionClosed,
+    HandshakeRejected,
+    RemoteProtocolError,
+    OSError,
+    TimeoutError,
+    anyio.BrokenResourceError,
+)
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -140,8 +148,10 @@ class FelixSubscriber(Subscriber):
                         self.tally.gaps += 1
                     else:
                         self._frame(item)
-        except ClientError as error:
-            self.error = f"{self.workflow_id}: {error}"
+        except Exception as error:
+            # Not only ClientError: what else the client raises ends the stream
+            # as well, and the audit should say so rather than the process die.
+            self.error = f"{self.workflow_id}: {type(error).__name__}: {error}"
         finally:
             self.first_connect.set()
 
@@ -228,14 +238,16 @@ async def _connect_all(subs: list[Subscriber], group: anyio.abc.TaskGroup, at_on
 
 async def _wait_live(subs: list[Subscriber], before: list[int], timeout: float) -> list[float]:
     """When each subscriber had a connection newer than ``before`` (polled); the missing
-    ones are left out."""
+    ones, and those whose stream ended (it will not come back), are left out."""
     times: dict[int, float] = {}
     deadline = time.monotonic() + timeout
-    while len(times) < len(subs) and time.monotonic() < deadline:
+    waiting = len(subs)
+    while waiting and time.monotonic() < deadline:
         now = time.monotonic()
         for index, sub in enumerate(subs):
             if index not in times and sub.connections() > before[index]:
                 times[index] = now
+        waiting = sum(1 for i, s in enumerate(subs) if i not in times and s.error is None)
         await anyio.sleep(POLL_S)
     return sorted(times.values())
 
