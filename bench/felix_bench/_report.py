@@ -359,9 +359,11 @@ def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
     # Two sides: their ratio; one side: its name (an absolute target bounds its value).
     ratio_text = item.sides[0]
     if len(item.sides) > 1:
-        ratio = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
+        ratio = item.ratio_text() if math.isfinite(item.ratio) else "n/a"
         ratio_text = f"{'/'.join(item.sides)} {ratio}"
-    target = f", target {item.metric.target_text()}" if item.metric.target else ""
+    # ``is not None``: a target of 0 (events lost) is a target too.
+    has_target = item.metric.target is not None
+    target = f", target {item.metric.target_text()}" if has_target else ""
     ax.set_title(
         f"{title}\n{item.metric.label}\n{ratio_text}{target}",
         fontsize=9,
