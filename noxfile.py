@@ -62,7 +62,7 @@ def soak(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark Felix against the seed-style server (needs Node.js and npm; about 6 minutes).
+    """Benchmark Felix against the seed-style server (needs Node.js and npm; about 9 minutes).
 
     Options go after --: ``nox -s bench -- --quick``, ``nox -s bench -- --scenario fanout``.
     """

@@ -5,8 +5,10 @@ to one CPU, and drives it with Node ``ws`` load generators in separate
 processes pinned to the other (``bench/node/loadgen.js``). Each scenario runs
 against its sides alternately for a few rounds: most against Felix and the
 seed-style baseline, ``sse-fanout`` against Felix on SSE and on WebSockets,
-the producer scenarios against Felix alone. The medians and their ratios go to
-a table, ``results.json`` and ``chart.png``.
+``producer-stream`` against Felix alone. ``restart-storm`` drives 2,000 Python
+clients (``felix.client``, in ``_restart_clients``) across a server restart
+instead. The medians and their ratios (for a target judged ``every_round``,
+the worst round's) go to a table, ``results.json`` and ``chart.png``.
 Every subscriber checks that it got every event exactly once, in order.
 
 A development tool, not part of the ``felix`` package: run it from a checkout

@@ -45,9 +45,36 @@ class MetricSummary:
         return ratio(self.first, self.second) if len(self.medians) > 1 else math.nan
 
     @property
+    def round_ratios(self) -> list[float]:
+        """first / second of each round (the sides' runs of the same round, in order);
+        empty when the scenario has one side."""
+        if len(self.rounds) < 2:
+            return []
+        return [ratio(a, b) for a, b in zip(self.rounds[0], self.rounds[1], strict=False)]
+
+    @property
+    def worst_ratio(self) -> float:
+        """The least favourable round's ratio; NaN when a round has none."""
+        return self.metric.worst(self.round_ratios)
+
+    @property
     def judged(self) -> float:
-        """What the target bounds: the ratio, or the first side's own value if ``absolute``."""
+        """What the target bounds: the ratio of the medians, the worst round's ratio
+        if ``every_round``, or the first side's own value if ``absolute``."""
+        if self.metric.every_round:
+            return self.worst_ratio
         return self.first if self.metric.absolute else self.ratio
+
+    def ratio_text(self) -> str:
+        """The ratio cell: ``0.80x``, with the worst round's beside it when every
+        round is judged (``0.80x, worst 1.05x``); ``-`` without a ratio."""
+        if not math.isfinite(self.ratio):
+            return "-"
+        text = f"{self.ratio:.2f}x"
+        if self.metric.every_round:
+            worst = self.worst_ratio
+            text += f", worst {worst:.2f}x" if math.isfinite(worst) else ", worst -"
+        return text
 
     @property
     def meets(self) -> bool | None:
@@ -66,6 +93,8 @@ class MetricSummary:
             document[f"{side}_rounds"] = [_finite(v) for v in rounds]
         document.update(
             ratio=_finite(self.ratio),
+            round_ratios=[_finite(value) for value in self.round_ratios],
+            worst_round_ratio=_finite(self.worst_ratio),
             target=self.metric.target_text() or None,
             target_on=None if self.metric.target is None else self._target_on(),
             meets_target=self.meets,
@@ -73,6 +102,8 @@ class MetricSummary:
         return document
 
     def _target_on(self) -> str:
+        if self.metric.every_round:
+            return "every round's ratio"
         return f"{self.sides[0]}'s value" if self.metric.absolute else "ratio"
 
 
@@ -190,7 +221,7 @@ def _scenario_rows(summary: ScenarioSummary) -> list[tuple[str, ...]]:
                 f"{metric.label} ({metric.unit})",
                 format_value(item.first, metric.digits),
                 format_value(item.second, metric.digits),
-                f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "-",
+                item.ratio_text(),
                 target,
                 "" if meets is None else ("PASS" if meets else "MISS"),
             )
@@ -270,11 +301,13 @@ def write_chart(path: Path, summaries: Sequence[ScenarioSummary], subtitle: str)
             )
             if headline:
                 panels.append((summary.scenario.title, item))
+    # The targets panel draws ratios; an absolute target on a count (events
+    # lost) has no "times better" to draw, its own panel shows it.
     targets = [
         (summary.scenario.title, item)
         for summary in summaries
         for item in summary.metrics
-        if item.metric.target is not None
+        if item.metric.target is not None and item.metric.judged_text(1.0).endswith("x")
     ]
     if not panels:
         return
@@ -326,9 +359,11 @@ def _metric_panel(ax: Any, title: str, item: MetricSummary) -> None:
     # Two sides: their ratio; one side: its name (an absolute target bounds its value).
     ratio_text = item.sides[0]
     if len(item.sides) > 1:
-        ratio = f"{item.ratio:.2f}x" if math.isfinite(item.ratio) else "n/a"
+        ratio = item.ratio_text() if math.isfinite(item.ratio) else "n/a"
         ratio_text = f"{'/'.join(item.sides)} {ratio}"
-    target = f", target {item.metric.target_text()}" if item.metric.target else ""
+    # ``is not None``: a target of 0 (events lost) is a target too.
+    has_target = item.metric.target is not None
+    target = f", target {item.metric.target_text()}" if has_target else ""
     ax.set_title(
         f"{title}\n{item.metric.label}\n{ratio_text}{target}",
         fontsize=9,

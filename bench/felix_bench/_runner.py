@@ -348,7 +348,9 @@ def _say_generator_load(summaries: list[ScenarioSummary]) -> None:
 def _target_lines(summaries: list[ScenarioSummary]) -> tuple[list[str], list[str]]:
     """The targets missed, and those that could not be measured."""
     misses = [
-        f"{summary.scenario.title}: {item.metric.label} {item.judged:.2f}x "
+        f"{summary.scenario.title}: {item.metric.label} "
+        f"{'worst round ' if item.metric.every_round else ''}"
+        f"{item.metric.judged_text(item.judged)} "
         f"(target {item.metric.target_text()})"
         for summary in summaries
         for item in summary.metrics
@@ -411,7 +413,7 @@ def _report(
             say(f"  - {line}")
         if options.strict:
             status = status or 1
-    elif any(item.metric.target for s in summaries for item in s.metrics):
+    elif any(item.metric.target is not None for s in summaries for item in s.metrics):
         say("every measured target holds")
     sys.stdout.flush()
     return status

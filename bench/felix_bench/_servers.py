@@ -33,6 +33,8 @@ __all__ = [
     "create_workflows",
     "prepare_seed_venv",
     "running_server",
+    "server_command",
+    "start_redis",
 ]
 
 SERVERS: Final = ("felix", "seed")
@@ -141,6 +143,42 @@ def prepare_seed_venv(seed_dir: Path, venv_dir: Path, say: Any) -> Path:
     return python
 
 
+def server_command(
+    name: str, setup: ServerSetup, port: int
+) -> tuple[list[str], dict[str, str], Path | None]:
+    """How to start server ``name`` (``felix`` or ``seed``) on ``port``: command, env, cwd."""
+    if name == "felix":
+        command = [*setup.felix_command, "--host", "127.0.0.1", "--port", str(port)]
+        return command, setup.felix_env(), None
+    return ["bash", str(setup.seed_dir / "run.sh")], setup.seed_env(port), setup.seed_dir
+
+
+def start_redis(
+    children: Children, cpu: int | None, log: Path
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A private redis-server on a free port, without persistence; returns it and its URL.
+
+    It lives in memory only: it outlives a Felix node's restart, which is all
+    the bench needs of it.
+    """
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise BenchError("this needs redis-server (Debian: apt-get install redis-server)")
+    port = free_port()
+    redis = children.spawn(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no"],
+        cpu=cpu,
+        log=log,
+    )  # fmt: skip
+    try:
+        wait_listening(redis, port, timeout=30.0, log=log)
+    except BaseException:
+        children.stop(redis, grace=5.0)
+        raise
+    return redis, f"redis://127.0.0.1:{port}/0"
+
+
 @contextlib.contextmanager
 def running_server(
     name: str, setup: ServerSetup, children: Children, cpu: int | None, log: Path
@@ -151,14 +189,7 @@ def running_server(
             yield cluster
         return
     port = free_port()
-    if name == "felix":
-        command = [*setup.felix_command, "--host", "127.0.0.1", "--port", str(port)]
-        env = setup.felix_env()
-        cwd = None
-    else:
-        command = ["bash", str(setup.seed_dir / "run.sh")]
-        env = setup.seed_env(port)
-        cwd = setup.seed_dir
+    command, env, cwd = server_command(name, setup, port)
     proc = children.spawn(command, cpu=cpu, log=log, env=env, cwd=cwd)
     try:
         wait_listening(proc, port, timeout=60.0, log=log)
@@ -175,22 +206,11 @@ def _running_cluster(
 ) -> Iterator[Server]:
     # Every process of the cluster on the server's CPU: the comparison with
     # one node is then per core, and the generators keep the other core.
-    redis_server = shutil.which("redis-server")
-    if redis_server is None:
-        raise BenchError("--cluster needs redis-server (Debian: apt-get install redis-server)")
     nodes, _broker = CLUSTERS[name]
-    redis_port = free_port()
-    redis_log = log.with_name(log.stem + "-redis.log")
-    redis = children.spawn(
-        [redis_server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"],
-        cpu=cpu,
-        log=redis_log,
-    )  # fmt: skip
+    redis, redis_url = start_redis(children, cpu, log.with_name(log.stem + "-redis.log"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        wait_listening(redis, redis_port, timeout=30.0, log=redis_log)
-        env = {**setup.felix_env(), "FELIX_BROKER": f"redis://127.0.0.1:{redis_port}/0"}
+        env = {**setup.felix_env(), "FELIX_BROKER": redis_url}
         ports = [free_port() for _ in range(nodes)]
         for index, port in enumerate(ports):
             node_log = log.with_name(f"{log.stem}-node{index}.log")

@@ -16,7 +16,8 @@
 //          request for `duration_ms`, then over the producer stream
 //          (WS /api/v1/ws/publish, frames pipelined up to `stream_in_flight`)
 //          for as long again, numbering on; `published` then carries each
-//          phase's events and milliseconds.
+//          phase's events and milliseconds. With `publisher: "stream"` each
+//          stream publishes over the producer stream only, for `duration_ms`.
 //   storm  WebSocket clients that connect, wait for `connected`, close, repeat.
 //
 // It talks to the orchestrator in JSON lines: commands on stdin, events on
@@ -572,7 +573,7 @@ async function runPub() {
     Array.from({ length: config.workflows.length * streams }, () =>
       post('/api/v1/workflows', '{"task": "bench warm-up"}')),
   );
-  if (config.publisher === 'both') producer = await openProducer();
+  if (config.publisher === 'both' || config.publisher === 'stream') producer = await openProducer();
   emit({ event: 'ready', canaries: connect });
   await nextCommand('go');
   // Opened after 'go': every sub process wrote its file before it said 'ready'.
@@ -670,6 +671,11 @@ async function runPub() {
     // offset so that the streams' sends interleave evenly.
     const period = config.mode === 'rate' ? (1000 * batch * total) / (config.rate * config.workflows.length) : 0;
     let due = start + (period * index) / total;
+    if (config.publisher === 'stream') {
+      // The producer stream only: no POST phase, the frames from the start.
+      await streamPhase(workflowId, p, 0, stopAt);
+      return;
+    }
     for (;;) {
       if (config.mode === 'count' && n >= config.count) break;
       if (config.mode !== 'count' && now() >= stopAt) break;
