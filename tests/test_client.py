@@ -917,3 +917,29 @@ async def test_sse_against_the_server(server: Server, loop: Loop) -> None:
                 return await drain(stream)
 
     assert seqs(await loop.run(client_side)) == [3, 4]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_reset_during_the_handshake_is_retried_with_backoff(
+    nursery: trio.Nursery, transport: str
+) -> None:
+    # A server (or a proxy) that resets each connection once the request is in,
+    # as a restarting node can: the stream retries until its budget runs out.
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    resets: list[int] = []
+
+    async def reset(stream: trio.SocketStream) -> None:
+        await stream.receive_some(4096)
+        stream.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+        resets.append(1)
+        await stream.aclose()
+
+    nursery.start_soon(trio.serve_listeners, reset, listeners)
+    backoff = Backoff(base=0.01, max_delay=0.02, max_attempts=3)
+    url = f"http://127.0.0.1:{port}"
+    async with open_workflow_stream(url, "wf", backoff=backoff, transport=transport) as stream:
+        with pytest.raises(ReconnectFailed) as info, trio.fail_after(10):
+            await drain(stream, timeout=10)
+    assert info.value.attempts == 3
+    assert len(resets) == 3

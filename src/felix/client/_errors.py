@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
+
+import anyio
 
 __all__ = [
     "ApiError",
@@ -23,6 +26,7 @@ __all__ = [
     "StreamNotFound",
     "StreamRefused",
     "StreamUnauthorized",
+    "broken_as_os_error",
     "os_reason",
 ]
 
@@ -102,6 +106,19 @@ class ReconnectFailed(StreamError):
         self.attempts = attempts
         self.elapsed = elapsed
         self.last_error = last_error
+
+
+@contextmanager
+def broken_as_os_error() -> Iterator[None]:
+    """Raise anyio's :class:`~anyio.BrokenResourceError` (a reset or a broken pipe
+    while connecting) as the :class:`OSError` the reconnect loops retry on."""
+    try:
+        yield
+    except anyio.BrokenResourceError as error:
+        cause = error.__cause__
+        if isinstance(cause, OSError):
+            raise cause from error
+        raise OSError("the connection broke during the handshake") from error
 
 
 def os_reason(error: BaseException) -> str:

@@ -22,7 +22,7 @@ import anyio
 import anyio.abc
 import h11
 
-from felix.client._errors import StreamError
+from felix.client._errors import StreamError, broken_as_os_error
 from felix.client._websocket import connect, target
 
 __all__ = ["EventStream", "open_event_stream", "sse_url"]
@@ -159,7 +159,7 @@ async def open_event_stream(
     with anyio.fail_after(connect_timeout):
         stream = await connect(url, ssl_context)
     try:
-        with anyio.fail_after(connect_timeout):
+        with anyio.fail_after(connect_timeout), broken_as_os_error():
             response = await _request(stream, url, headers)
         yield response
     finally:

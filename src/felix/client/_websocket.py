@@ -40,6 +40,8 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
+from felix.client._errors import broken_as_os_error
+
 __all__ = [
     "ClientWebSocket",
     "ConnectionClosed",
@@ -256,7 +258,7 @@ async def open_connection(
     with anyio.fail_after(connect_timeout):
         stream = await connect(url, ssl_context)
     try:
-        with anyio.fail_after(connect_timeout):
+        with anyio.fail_after(connect_timeout), broken_as_os_error():
             protocol = await _handshake(stream, url, headers)
         ws = ClientWebSocket(stream, protocol, max_message_size)
         try:
