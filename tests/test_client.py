@@ -13,7 +13,7 @@ import json
 import socket
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import attrs
@@ -921,7 +921,7 @@ async def test_sse_against_the_server(server: Server, loop: Loop) -> None:
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_a_reset_during_the_handshake_is_retried_with_backoff(
-    nursery: trio.Nursery, transport: str
+    nursery: trio.Nursery, transport: Literal["websocket", "sse"]
 ) -> None:
     # A server (or a proxy) that resets each connection once the request is in,
     # as a restarting node can: the stream retries until its budget runs out.
