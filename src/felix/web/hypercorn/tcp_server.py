@@ -52,12 +52,6 @@ own class for any other config). Upstream's main branch (commit 0e2311f, the
    and its end stamps the time, and the keep-alive timer, rather than being
    stopped and restarted per request, counts from that stamp when it wakes
    (``_idle_timeout``). Delete with h11_protocol's section 7.
-9. **A shutdown() before every close()** (cost). Hypercorn ends every
-   connection with ``send_eof()`` (a ``shutdown(SHUT_WR)`` system call and a
-   checkpoint) and then ``aclose()``; on a plain socket ``close()`` sends the
-   same FIN by itself (and with unread bytes a reset, shutdown or not), so
-   the lean path only closes (5% of a connect storm's CPU). TLS keeps
-   Hypercorn's close.
 6. **The connection, reachable** (not a defect). The handler serving a task
    is in :data:`CURRENT_SERVER`, inherited by the app's task, which is how
    :mod:`felix.web.hypercorn.connection` finds it.
@@ -154,11 +148,7 @@ class FelixTCPServer(TCPServer):
         # run() ends in _close() on every path, so the connection leaves the
         # registry here.
         try:
-            if self.config.felix_lean_http and self._felix_sock() is not None:
-                # (9) close() alone sends the FIN of a plain socket.
-                await self.stream.aclose()
-            else:
-                await super()._close()
+            await super()._close()
         finally:
             self.config.felix_servers.discard(self)
 
