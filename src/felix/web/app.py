@@ -25,7 +25,6 @@ from felix.web._asgi import ASGIApp
 from felix.web.edge import (
     ROUTES,
     Edge,
-    LogContext,
     ServedBy,
     TokenSigner,
     error_for_status,
@@ -111,7 +110,7 @@ def create_app(hub: Hub, settings: Settings | None = None) -> QuartTrio:
 
     quart_app: ASGIApp = app.asgi_app  # type: ignore[assignment]
     edge = Edge(hub, settings, close_http_connections(quart_app, settings.send_timeout))
-    app.asgi_app = LogContext(edge)  # type: ignore[method-assign,assignment]
+    app.asgi_app = edge  # type: ignore[method-assign,assignment]
     return app
 
 
@@ -196,4 +195,8 @@ async def serve(
         # reading: it must not hold the process past the grace period.
         abort_stalled_writes(config, within=_LAST_WRITES)
 
-    await hypercorn.trio.serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+    # Hypercorn calls the edge itself, not Quart.__call__ (which only calls
+    # asgi_app): one frame less held by every open WebSocket.
+    await hypercorn.trio.serve(
+        app.asgi_app, config, shutdown_trigger=trigger, task_status=task_status
+    )

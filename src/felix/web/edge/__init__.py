@@ -22,7 +22,7 @@ from felix.web.edge.errors import (
     quote,
     render_error,
 )
-from felix.web.edge.log_context import LogContext
+from felix.web.edge.log_context import request_id
 from felix.web.edge.params import check_workflow_id, parse_query, query_int
 from felix.web.edge.routes import ROUTES, Credential, RateClass, Route, ServedBy, match
 from felix.web.edge.tokens import TokenSigner
@@ -32,7 +32,6 @@ __all__ = [
     "ROUTES",
     "Credential",
     "Edge",
-    "LogContext",
     "MethodNotAllowed",
     "RateClass",
     "Request",
@@ -51,4 +50,5 @@ __all__ = [
     "quote",
     "read_body",
     "render_error",
+    "request_id",
 ]

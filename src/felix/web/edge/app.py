@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from felix._errors import FelixError
+from felix._logging import REQUEST_ID
 from felix._runtime.hub import Hub
 from felix.settings import Settings
 from felix.web._asgi import ASGIApp, Message, Receive, Scope, Send
@@ -38,6 +39,7 @@ from felix.web.edge.errors import (
     send_answer,
     send_error,
 )
+from felix.web.edge.log_context import request_id
 from felix.web.edge.origins import Origin, allowed_origins, check_origin
 from felix.web.edge.params import Query, check_workflow_id, parse_query
 from felix.web.edge.producer import PUBLISH_LIMIT, serve_publish
@@ -126,13 +128,20 @@ class Edge:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI scope; lifespan scopes go to Quart."""
-        if scope["type"] == "http":
-            await self._http(scope, receive, send)
-        elif scope["type"] == "websocket":
-            await self._websocket(scope, receive, send)
-        else:
+        """Serve one ASGI scope, with its request id set for log lines; lifespan
+        scopes go to Quart."""
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.quart(scope, receive, send)
+            return
+        token = REQUEST_ID.set(request_id(scope))
+        try:
+            if kind == "http":
+                await self._http(scope, receive, send)
+            else:
+                await self._websocket(scope, receive, send)
+        finally:
+            REQUEST_ID.reset(token)
 
     def admit(self, scope: Scope) -> Admitted:
         """Steps 1-7 of the module docstring; raises the :class:`FelixError` refusing ``scope``."""
@@ -205,6 +214,10 @@ class Edge:
             return
         try:
             admitted = self.admit(scope)
+            # The scope lives as long as the connection, and its request headers
+            # (most of a KiB) were only needed to admit it: an idle WebSocket
+            # need not hold them (access log lines read none in Felix's format).
+            scope["headers"] = []
             handler = _WEBSOCKET_HANDLERS[admitted.route.name]
             if admitted.route.name == "publish_stream":
                 # Each frame is a publish: it counts as one, per key (per address without).

@@ -33,7 +33,7 @@ import trio
 
 from felix._core.events import Frame, decode_json, format_timestamp, make_frame
 from felix._errors import BadRequest, FelixError
-from felix._logging import CONNECTION_ID
+from felix._logging import CONNECTION_ID, REQUEST_ID
 from felix._runtime.hub import Hub
 from felix._runtime.subscription import Subscription
 from felix.web._asgi import Message, Receive, Scope, Send
@@ -100,10 +100,10 @@ async def serve_system(
 
 
 async def _run(sub: Subscription, receive: Receive, send: Send) -> None:
-    CONNECTION_ID.set(sub.connection_id)  # for JSON log lines; this task is the connection's
     connection = current_connection()
+    request = REQUEST_ID.get()
     # The sink is installed before the accept, so that no message reaches the channel first.
-    sink = partial(_on_message, sub, contextvars.copy_context())
+    sink = partial(_on_message, sub, request)
     if connection is not None and not connection.listen(sink):
         sub.detach()  # the client left during the handshake
     await send({"type": "websocket.accept"})
@@ -123,7 +123,7 @@ async def _run(sub: Subscription, receive: Receive, send: Send) -> None:
     except Exception:
         # After the accept the client can only learn of a failure from the
         # close code; Quart would say 1000 here, which reads as success.
-        logger.exception("connection %s failed", sub.connection_id)
+        _log_failure(sub, request)
         await send(
             {
                 "type": "websocket.close",
@@ -143,10 +143,26 @@ async def _read(sub: Subscription, receive: Receive, done: trio.CancelScope) -> 
             _answer(sub, message)
 
 
-def _on_message(sub: Subscription, context: contextvars.Context, message: Message) -> None:
+def _log_failure(sub: Subscription, request: str | None) -> None:
+    """Log the exception being handled as this connection's failure.
+
+    The JSON log fields (request and connection ids) are set here, in a copy
+    of the context, rather than for the connection's whole life: a context
+    of its own would cost every idle WebSocket about half a KiB.
+    """
+
+    def log() -> None:
+        REQUEST_ID.set(request)
+        CONNECTION_ID.set(sub.connection_id)
+        logger.exception("connection %s failed", sub.connection_id)
+
+    contextvars.copy_context().run(log)
+
+
+def _on_message(sub: Subscription, request: str | None, message: Message) -> None:
     """A client message, handed over by the connection's task (never raises).
 
-    ``context`` is this connection's (request and connection ids for the log).
+    ``request`` is the connection's request id, for the log.
     """
     try:
         if message["type"] == "websocket.receive":
@@ -155,7 +171,7 @@ def _on_message(sub: Subscription, context: contextvars.Context, message: Messag
             sub.detach()  # the writer stops at once; nothing can reach the client now
     except Exception:
         # Raised here, it would end Hypercorn's connection task instead.
-        context.run(logger.exception, "connection %s failed", sub.connection_id)
+        _log_failure(sub, request)
         sub.kick(CLOSE_INTERNAL_ERROR, "internal error")
 
 
