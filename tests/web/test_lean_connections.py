@@ -209,10 +209,12 @@ async def test_inbox_hands_a_burst_over_at_once_in_order() -> None:
         nursery.start_soon(put_five)
         await trio.testing.wait_all_tasks_blocked()
         taken.append(await number(inbox))
-        # What is queued now comes at once; the putter waiting for room is let in.
+        # What is queued now comes at once, in order (the putter waiting for room
+        # may or may not have run during receive()'s checkpoint: 2 or 3 items).
         taken += numbers(inbox.take_queued())
-        assert taken == [0, 1, 2]
-        await trio.testing.wait_all_tasks_blocked()
+        assert taken == list(range(len(taken)))
+        assert len(taken) >= 3
+        await trio.testing.wait_all_tasks_blocked()  # the putter is let in for the rest
         taken += numbers(inbox.take_queued())
     assert taken == [0, 1, 2, 3, 4]
     assert inbox.take_queued() == []
