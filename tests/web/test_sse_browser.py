@@ -72,6 +72,9 @@ class PausingProxy:
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
+        # close() may run while _accept is between accept() and keeping the pair:
+        # the lock decides whether the pair is kept (then closed by close()) or closed now.
+        self.lock = threading.Lock()
         self.sockets: list[socket.socket] = []
         self.threads = [threading.Thread(target=self._accept, daemon=True)]
         self.threads[0].start()
@@ -85,8 +88,17 @@ class PausingProxy:
             server = socket.socket()
             # A small receive buffer: the stall reaches the server quickly.
             server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            server.connect(self.target)
-            self.sockets += [browser, server]
+            with self.lock:
+                if not self.closed:
+                    self.sockets += [browser, server]
+            if browser not in self.sockets:
+                browser.close()
+                server.close()
+                return
+            try:
+                server.connect(self.target)
+            except OSError:
+                return  # the server went away: close() closes both
             for source, sink, held in ((browser, server, False), (server, browser, True)):
                 thread = threading.Thread(target=self._pump, args=(source, sink, held), daemon=True)
                 self.threads.append(thread)
@@ -108,6 +120,8 @@ class PausingProxy:
     def close(self) -> None:
         self.flowing.set()
         self.listener.close()
+        with self.lock:
+            self.closed = True
         for sock in self.sockets:
             sock.close()
 
