@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -187,3 +188,39 @@ async def raw_websocket(
             assert chunk, "the server closed during the handshake"
             answer += chunk
     return sock, answer
+
+
+# --- raw HTTP over a plain socket ------------------------------------------------------
+
+
+def port_of(url: str) -> int:
+    """The port of ``http://host:port``."""
+    return int(url.rsplit(":", 1)[1])
+
+
+async def exchange(port: int, request: bytes, patience: float = 5) -> tuple[bytes, bool]:
+    """Send raw bytes; return everything answered and whether the server closed in time."""
+    sock = trio.socket.socket()
+    with sock:
+        await sock.connect(("127.0.0.1", port))
+        await sock.send(request)
+        answer = b""
+        with trio.move_on_after(patience):
+            while chunk := await sock.recv(65536):
+                answer += chunk
+            return answer, True
+        return answer, False
+
+
+async def read_response(stream: trio.SocketStream) -> bytes:
+    """One whole response with a Content-Length, from a keep-alive connection."""
+    answer = b""
+    with trio.fail_after(5):
+        while True:
+            head, found, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if found and length and len(body) >= int(length[1]):
+                return answer
+            chunk = await stream.receive_some()
+            assert chunk, f"closed after {answer!r}"
+            answer += chunk

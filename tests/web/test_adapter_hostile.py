@@ -23,27 +23,16 @@ from wsproto.events import CloseConnection
 
 import felix.web.hypercorn as adapter
 from felix.web.hypercorn.listeners import AcceptErrorFilter
-from tests.conftest import Server, StartServer, create_workflow, receive_json
+from tests.conftest import (
+    Server,
+    StartServer,
+    create_workflow,
+    exchange,
+    port_of,
+    receive_json,
+)
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-async def exchange(port: int, request: bytes, patience: float) -> tuple[bytes, bool]:
-    """Send raw bytes; return everything answered and whether the server closed in time."""
-    sock = trio.socket.socket()
-    with sock:
-        await sock.connect(("127.0.0.1", port))
-        await sock.send(request)
-        answer = b""
-        with trio.move_on_after(patience):
-            while chunk := await sock.recv(65536):
-                answer += chunk
-            return answer, True
-        return answer, False
 
 
 async def plain_app(scope: dict[str, Any], receive: Any, send: Any) -> None:

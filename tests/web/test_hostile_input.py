@@ -30,11 +30,13 @@ from tests.conftest import (
     Server,
     StartServer,
     create_workflow,
+    port_of,
     publish,
     raw_websocket,
     wait_until,
     websocket_tasks,
 )
+from tests.conftest import exchange as exchange_with
 
 # --- raw sockets ---------------------------------------------------------------------------
 
@@ -42,22 +44,9 @@ from tests.conftest import (
 SMALL_BODY = 400
 
 
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
 async def exchange(server: Server, request: bytes, patience: float = 5) -> tuple[bytes, bool]:
-    """Send raw bytes; return all that was answered and whether the server closed in time."""
-    sock = trio.socket.socket()
-    with sock:
-        await sock.connect(("127.0.0.1", port_of(server.http)))
-        await sock.send(request)
-        answer = b""
-        with trio.move_on_after(patience):
-            while chunk := await sock.recv(65536):
-                answer += chunk
-            return answer, True
-        return answer, False
+    """Send raw bytes to ``server``; see :func:`tests.conftest.exchange`."""
+    return await exchange_with(port_of(server.http), request, patience)
 
 
 def split_response(answer: bytes) -> tuple[int, bytes, Any]:

@@ -18,7 +18,7 @@ import trio
 from felix.web.hypercorn import FelixConfig, install
 from felix.web.hypercorn.h11_protocol import FelixH11Protocol
 from felix.web.hypercorn.plain_request import parse_plain_request, response_bytes
-from tests.conftest import Server, StartServer
+from tests.conftest import Server, StartServer, read_response
 
 BODY = b'{"type": "agent_spawned", "agent_id": "a1", "agent_type": "r", "spawn_time": 0.1}'
 
@@ -112,19 +112,6 @@ def test_an_answer_h11_would_frame_otherwise_is_refused(
 
 
 # --- the server -----------------------------------------------------------------------
-
-
-async def read_response(stream: trio.SocketStream) -> bytes:
-    answer = b""
-    with trio.fail_after(5):
-        while True:
-            head, found, body = answer.partition(b"\r\n\r\n")
-            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            if found and length and len(body) >= int(length[1]):
-                return answer
-            chunk = await stream.receive_some()
-            assert chunk, f"closed after {answer!r}"
-            answer += chunk
 
 
 @pytest.fixture

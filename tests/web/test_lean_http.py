@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import attrs
@@ -13,23 +12,9 @@ from hypercorn.events import RawData
 
 import felix.web.hypercorn as hypercorn_patches
 from felix.web.hypercorn import QuickIdleTimer
-from tests.conftest import StartServer
+from tests.conftest import StartServer, read_response
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n"
-
-
-async def read_response(stream: trio.SocketStream) -> bytes:
-    """One whole response with a Content-Length, from a keep-alive connection."""
-    answer = b""
-    with trio.fail_after(5):
-        while True:
-            head, found, body = answer.partition(b"\r\n\r\n")
-            length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
-            if found and length and len(body) >= int(length[1]):
-                return answer
-            chunk = await stream.receive_some()
-            assert chunk, f"closed after {answer!r}"
-            answer += chunk
 
 
 @pytest.fixture
