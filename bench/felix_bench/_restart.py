@@ -213,14 +213,8 @@ def _audit(
     check.publish_errors = len(published["errors"])
     check.errors.extend(f"publish: {message}" for message in published["errors"])
     for done in dones:
-        check.subscribers += int(done["subscribers"])
-        check.delivered += int(done["delivered"])
-        check.lost += int(done["lost"])
-        check.duplicates += int(done["duplicates"])
-        check.reordered += int(done["reordered"])
-        check.unexpected += int(done["unexpected"])
+        check.add(done)
         check.connect_failures += int(done["failed"])
-        check.errors.extend(done["errors"])
     missing = sum(int(live["missing"]) for live in lives)
     check.connect_failures += missing
     if missing:

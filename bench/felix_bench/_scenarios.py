@@ -230,6 +230,19 @@ def side_server(side: str) -> tuple[str, str | None]:
     return server, transport or None
 
 
+#: The counts a generator process reports when it is done, summed by Check.add.
+_TALLIED: Final = (
+    "subscribers",
+    "delivered",
+    "lost",
+    "duplicates",
+    "reordered",
+    "unexpected",
+    "seq_errors",
+    "closed_early",
+)
+
+
 @dataclass
 class Check:
     """The correctness audit of one run, summed over every subscriber."""
@@ -249,6 +262,12 @@ class Check:
     #: A server that cannot resume (the seed in the restart storm): what its
     #: subscribers lost, got twice or out of order is measured, not a failure.
     lossy: bool = False
+
+    def add(self, done: Mapping[str, Any]) -> None:
+        """Add one generator process's final counts (a count it does not report is 0)."""
+        for name in _TALLIED:
+            setattr(self, name, getattr(self, name) + int(done.get(name, 0)))
+        self.errors.extend(done.get("errors", ()))
 
     @property
     def ok(self) -> bool:
@@ -900,15 +919,7 @@ def _audit(live: _Live, window: _Window) -> None:
     expected += sum(counts.values())  # one canary per workflow
     check.expected = expected
     for done in window.dones:
-        check.subscribers += int(done["subscribers"])
-        check.delivered += int(done["delivered"])
-        check.lost += int(done["lost"])
-        check.duplicates += int(done["duplicates"])
-        check.reordered += int(done["reordered"])
-        check.unexpected += int(done["unexpected"])
-        check.seq_errors += int(done["seq_errors"])
-        check.closed_early += int(done["closed_early"])
-        check.errors.extend(done["errors"])
+        check.add(done)
     if window.storm_done is not None:
         check.connect_failures += int(window.storm_done["failures"])
         check.errors.extend(f"storm: {message}" for message in window.storm_done["errors"])
