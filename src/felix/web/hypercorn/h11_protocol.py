@@ -375,7 +375,7 @@ class FelixH11Protocol(H11Protocol):
         line = request_line(data)
         if line is None or not admits(*line):
             return None
-        return parse_plain_request(data, self.config.h11_max_incomplete_size)
+        return parse_plain_request(data, self.config.h11_max_incomplete_size, line)
 
     async def _felix_serve_inline(self, request: PlainRequest) -> None:
         """Serve ``request`` by calling the app in this task; one write answers it (7)."""

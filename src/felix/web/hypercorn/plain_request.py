@@ -51,17 +51,20 @@ def request_line(data: bytes) -> tuple[bytes, bytes] | None:
     return None if found is None else (found[1], found[2])
 
 
-def parse_plain_request(data: bytes, max_head: int) -> PlainRequest | None:
+def parse_plain_request(
+    data: bytes, max_head: int, line: tuple[bytes, bytes] | None = None
+) -> PlainRequest | None:
     """``data`` as one whole plain request with nothing after it, or None.
 
     None means "let h11 decide": an incomplete, pipelined, malformed or
     merely unusual request (chunked, ``Expect``, ``Connection``, upgrades,
-    HTTP/1.0, obs-fold, non-ASCII) all give None.
+    HTTP/1.0, obs-fold, non-ASCII) all give None. ``line`` is
+    :func:`request_line`'s answer for ``data`` when the caller has it already.
     """
     head_end = data.find(b"\r\n\r\n")
     if head_end < 0 or head_end > max_head:
         return None
-    line = request_line(data)
+    line = line or request_line(data)
     if line is None:
         return None
     headers = _fields(data, data.find(b"\r\n") + 2, head_end)
